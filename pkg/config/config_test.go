@@ -1,0 +1,93 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaultIsValid(t *testing.T) {
+	c := Default()
+	if err := c.Validate(); err != nil {
+		t.Fatalf("default config invalid: %v", err)
+	}
+	if got := c.ListenAddr(c.Transports.TCP); got != "127.0.0.1:7777" {
+		t.Errorf("tcp addr = %q", got)
+	}
+	if got := c.AdminAddr(); got != "127.0.0.1:9090" {
+		t.Errorf("admin addr = %q", got)
+	}
+}
+
+func TestParseOverridesDefaultsAndRoundTrips(t *testing.T) {
+	c, err := Parse([]byte(`
+bindAddress: 0.0.0.0
+transports:
+  tcp: {enabled: true, port: 9000}
+  websocket: {enabled: false}
+limits:
+  heartbeatTimeout: 2m
+  maxPacketSize: 4096
+log: {format: json}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Transports.TCP.Port != 9000 || c.Transports.WebSocket.Enabled {
+		t.Errorf("transports not applied: %+v", c.Transports)
+	}
+	if c.Limits.HeartbeatTimeout.Duration != 2*time.Minute || c.Limits.MaxPacketSize != 4096 {
+		t.Errorf("limits not applied: %+v", c.Limits)
+	}
+	if c.Limits.AuthTimeout.Duration != 10*time.Second {
+		t.Errorf("absent field lost its default: %v", c.Limits.AuthTimeout)
+	}
+	if c.Transports.WebSocket.Path != "/ws" {
+		t.Errorf("ws path default lost: %q", c.Transports.WebSocket.Path)
+	}
+	out, err := c.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := Parse(out)
+	if err != nil {
+		t.Fatalf("re-parse rendered config: %v\n%s", err, out)
+	}
+	if back.Limits.HeartbeatTimeout != c.Limits.HeartbeatTimeout || back.Transports.TCP != c.Transports.TCP || back.Log != c.Log {
+		t.Errorf("round trip changed config:\n%s", out)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	cases := []struct{ yaml, want string }{
+		{"limits: {maxPacketSize: 1}", "limits.maxPacketSize: must be 64..67108864"},
+		{"limits: {heartbeatTimeout: soon}", "invalid duration"},
+		{"limits: {heartbeatTimeout: 0s}", "limits.heartbeatTimeout: must be positive"},
+		{"transports: {tcp: {port: 70000}}", "transports.tcp.port: must be 0..65535"},
+		{"transports: {websocket: {path: ws}}", "transports.websocket.path: must start with /"},
+		{"transports: {wss: {enabled: true}}", "transports.tls: certFile and keyFile are required"},
+		{"transports: {tcp: {enabled: false}, websocket: {enabled: false}}", "no transport is enabled"},
+		{"protocol: {requestHeader: big}", "protocol.requestHeader"},
+		{"auth: {mode: magic}", "auth.mode"},
+		{"app: chess", "app: must be"},
+		{"limits: {perIPExempt: [nonsense]}", "limits.perIPExempt[0]"},
+		{"limtis: {}", "unknown field"},
+		{"log: {level: loud}", "log.level"},
+	}
+	for _, tc := range cases {
+		_, err := Parse([]byte(tc.yaml))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Parse(%q) error = %v, want it to contain %q", tc.yaml, err, tc.want)
+		}
+	}
+}
+
+func TestDurationSeconds(t *testing.T) {
+	c, err := Parse([]byte("drainTimeout: 45"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DrainTimeout.Duration != 45*time.Second {
+		t.Errorf("drainTimeout = %v", c.DrainTimeout)
+	}
+}
