@@ -1,0 +1,98 @@
+# PlayHouse for Kubernetes. `make help` lists the targets.
+
+SHELL := /usr/bin/env bash -o pipefail
+.SHELLFLAGS := -ec
+
+# Tools are installed into ./bin (ignored by git); test API server binaries are
+# cached outside the repo by hack/envtest-bins.sh.
+LOCALBIN ?= $(CURDIR)/bin
+CONTROLLER_TOOLS_VERSION ?= v0.23.0
+CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
+GO_TEST_FLAGS ?= -race -count=1 -timeout 30m
+PKGS ?= ./...
+
+.PHONY: all
+all: build ## Build every binary (the default).
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: run
+run: ## Build and run the session engine on its embedded defaults (TCP 127.0.0.1:7777, WS 127.0.0.1:7778/ws, admin :9090, echo app).
+	go build -o $(LOCALBIN)/playhouse-server ./cmd/playhouse-server
+	$(LOCALBIN)/playhouse-server $(ARGS)
+
+.PHONY: fmt
+fmt: ## Run gofmt on every Go file.
+	gofmt -w $$(git ls-files '*.go')
+
+.PHONY: fmt-check
+fmt-check: ## Fail when gofmt would change a file.
+	@out=$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+.PHONY: vet
+vet: ## Run go vet.
+	go vet $(PKGS)
+
+.PHONY: manifests
+manifests: controller-gen ## Generate the CRD and RBAC manifests under config/ and the chart's CRDs.
+	$(CONTROLLER_GEN) rbac:roleName=playhouse-operator crd:allowDangerousTypes=false webhook paths="./api/..." paths="./controllers/..." output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	mkdir -p charts/playhouse/crds && cp config/crd/bases/*.yaml charts/playhouse/crds/
+
+.PHONY: generate
+generate: controller-gen ## Generate DeepCopy methods for the API types.
+	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
+
+.PHONY: check-generated
+check-generated: ## Fail when generated files are stale (runs generate and manifests, then compares).
+	hack/check-generated.sh
+
+##@ Test
+
+.PHONY: envtest-bins
+envtest-bins: ## Build (once) and cache kube-apiserver and etcd for envtest.
+	hack/envtest-bins.sh
+
+.PHONY: test
+test: fmt-check vet check-generated ## Install what the tests need and run every test (race detector on).
+	KUBEBUILDER_ASSETS="$$(hack/envtest-bins.sh)" go test $(GO_TEST_FLAGS) $(PKGS)
+
+.PHONY: test-short
+test-short: ## Run the tests without the race detector and without envtest.
+	go test -count=1 -short $(PKGS)
+
+.PHONY: bench
+bench: ## Run the Go benchmarks of the protocol and engine (results: docs/benchmarks.md).
+	go test -run '^$$' -bench . -benchmem ./pkg/protocol/... ./pkg/transport/... ./pkg/session/...
+
+##@ Build
+
+.PHONY: build
+build: ## Build playhouse-server, playhouse-operator and playhouse-bench into ./bin.
+	go build -o $(LOCALBIN)/ ./cmd/...
+
+.PHONY: docker-build
+docker-build: ## Build the container image (needs a Docker engine; IMG=...).
+	docker build -t $${IMG:-playhouse:dev} .
+
+.PHONY: install
+install: manifests ## Install the CRDs into the cluster of the current kubeconfig.
+	kubectl apply -f config/crd/bases
+
+.PHONY: deploy
+deploy: manifests ## Deploy the operator with kustomize into the current kubeconfig's cluster.
+	kubectl apply -k config/default
+
+##@ Tools
+
+.PHONY: controller-gen
+controller-gen: $(CONTROLLER_GEN) ## Install controller-gen into ./bin.
+$(CONTROLLER_GEN):
+	mkdir -p $(LOCALBIN)
+	GOBIN=$(LOCALBIN) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)
+	mv $(LOCALBIN)/controller-gen $(CONTROLLER_GEN)
