@@ -1,0 +1,184 @@
+package protocol
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// LengthSize is the size of the frame length prefix.
+const LengthSize = 4
+
+// DefaultMaxPacketSize is the default largest frame body (2 MiB).
+const DefaultMaxPacketSize = 2 << 20
+
+// Protocol errors. Callers map them to close reasons with errors.Is.
+var (
+	// ErrFrameTooLarge: a frame claims a body larger than MaxPacketSize.
+	ErrFrameTooLarge = errors.New("frame too large")
+	// ErrMalformedFrame: a frame claims a zero or negative length, or a message
+	// holds a partial frame.
+	ErrMalformedFrame = errors.New("malformed frame")
+	// ErrMalformedHeader: a body is too short for its header or its fields are invalid.
+	ErrMalformedHeader = errors.New("malformed header")
+	// ErrBadCompression: an LZ4 payload is invalid, too large, or not of its stated size.
+	ErrBadCompression = errors.New("bad compressed payload")
+)
+
+// initialReadBuffer is the read buffer a FrameReader starts with and returns to
+// after a large frame, so idle connections stay small.
+const initialReadBuffer = 4 << 10
+
+// FrameReader reads length-prefixed frames from a byte stream. It handles
+// frames split across reads and several frames per read, allocates at most
+// MaxPacketSize+LengthSize for any claimed length, and never allocates for a
+// length it rejects.
+//
+// A FrameReader is not safe for concurrent use.
+type FrameReader struct {
+	r     io.Reader
+	max   int
+	buf   []byte
+	start int // first unconsumed byte
+	end   int // end of valid data
+	err   error
+}
+
+// NewFrameReader returns a reader of frames whose bodies are at most maxPacketSize bytes.
+func NewFrameReader(r io.Reader, maxPacketSize int) *FrameReader {
+	if maxPacketSize <= 0 {
+		maxPacketSize = DefaultMaxPacketSize
+	}
+	return &FrameReader{r: r, max: maxPacketSize}
+}
+
+// Next returns the body of the next frame. The slice is valid until the next
+// call. At a clean end of stream between frames it returns io.EOF; a stream that
+// ends inside a frame returns io.ErrUnexpectedEOF; an invalid length returns an
+// error wrapping ErrFrameTooLarge or ErrMalformedFrame. Errors are sticky.
+func (fr *FrameReader) Next() ([]byte, error) {
+	if fr.err != nil {
+		return nil, fr.err
+	}
+	if fr.buf == nil {
+		fr.buf = make([]byte, initialReadBuffer)
+	}
+	if fr.start == fr.end && len(fr.buf) > initialReadBuffer {
+		// The last frame was large: give the memory back before waiting.
+		fr.buf = make([]byte, initialReadBuffer)
+		fr.start, fr.end = 0, 0
+	}
+	if err := fr.fill(LengthSize); err != nil {
+		return nil, fr.fail(err, fr.end > fr.start)
+	}
+	n, err := CheckLength(binary.LittleEndian.Uint32(fr.buf[fr.start:]), fr.max)
+	if err != nil {
+		fr.err = err
+		return nil, err
+	}
+	if err := fr.fill(LengthSize + n); err != nil {
+		return nil, fr.fail(err, true)
+	}
+	body := fr.buf[fr.start+LengthSize : fr.start+LengthSize+n]
+	fr.start += LengthSize + n
+	if fr.start == fr.end {
+		fr.start, fr.end = 0, 0
+	}
+	return body, nil
+}
+
+// Buffered reports how many bytes have been read from the stream but not yet
+// returned as frames.
+func (fr *FrameReader) Buffered() int { return fr.end - fr.start }
+
+func (fr *FrameReader) fail(err error, midFrame bool) error {
+	if errors.Is(err, io.EOF) && midFrame {
+		err = io.ErrUnexpectedEOF
+	}
+	fr.err = err
+	return err
+}
+
+// fill makes at least need bytes available from fr.start, growing the buffer to
+// at most need bytes beyond its initial size.
+func (fr *FrameReader) fill(need int) error {
+	if fr.end-fr.start >= need {
+		return nil
+	}
+	if len(fr.buf)-fr.start < need {
+		if need <= len(fr.buf) {
+			copy(fr.buf, fr.buf[fr.start:fr.end])
+		} else {
+			nb := make([]byte, need)
+			copy(nb, fr.buf[fr.start:fr.end])
+			fr.buf = nb
+		}
+		fr.end -= fr.start
+		fr.start = 0
+	}
+	empty := 0
+	for fr.end-fr.start < need {
+		n, err := fr.r.Read(fr.buf[fr.end:])
+		fr.end += n
+		if fr.end-fr.start >= need {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			// io.Reader allows (0, nil) only transiently; don't spin on a broken one.
+			if empty++; empty >= 100 {
+				return io.ErrNoProgress
+			}
+			continue
+		}
+		empty = 0
+	}
+	return nil
+}
+
+// CheckLength validates a frame's length prefix against maxPacketSize and
+// returns it as an int.
+func CheckLength(length uint32, maxPacketSize int) (int, error) {
+	n := int32(length)
+	if n <= 0 {
+		return 0, fmt.Errorf("%w: length %d", ErrMalformedFrame, n)
+	}
+	if int64(n) > int64(maxPacketSize) {
+		return 0, fmt.Errorf("%w: length %d exceeds %d", ErrFrameTooLarge, n, maxPacketSize)
+	}
+	return int(n), nil
+}
+
+// SplitFrames calls fn for every frame body in b, which must hold only whole
+// frames (as a WebSocket message does). It stops at the first error from fn.
+func SplitFrames(b []byte, maxPacketSize int, fn func(body []byte) error) error {
+	if len(b) == 0 {
+		return fmt.Errorf("%w: empty message", ErrMalformedFrame)
+	}
+	for len(b) > 0 {
+		if len(b) < LengthSize {
+			return fmt.Errorf("%w: %d trailing bytes", ErrMalformedFrame, len(b))
+		}
+		n, err := CheckLength(binary.LittleEndian.Uint32(b), maxPacketSize)
+		if err != nil {
+			return err
+		}
+		if len(b)-LengthSize < n {
+			return fmt.Errorf("%w: partial frame (%d of %d bytes)", ErrMalformedFrame, len(b)-LengthSize, n)
+		}
+		if err := fn(b[LengthSize : LengthSize+n]); err != nil {
+			return err
+		}
+		b = b[LengthSize+n:]
+	}
+	return nil
+}
+
+// AppendFrame appends a length prefix and body to dst.
+func AppendFrame(dst, body []byte) []byte {
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(body)))
+	return append(dst, body...)
+}

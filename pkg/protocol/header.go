@@ -1,0 +1,146 @@
+package protocol
+
+import (
+	"encoding/binary"
+	"fmt"
+	"strings"
+)
+
+// Header sizes, without the MsgId bytes.
+const (
+	// compactFixed is MsgIdLen + MsgSeq + StageId.
+	compactFixed = 1 + 2 + 8
+	// fullFixed adds ErrorCode + OriginalSize.
+	fullFixed = compactFixed + 2 + 4
+	// MaxMsgIDLen is the longest MsgId (its length is one byte).
+	MaxMsgIDLen = 255
+)
+
+// HeaderFormat selects the request header layout.
+type HeaderFormat uint8
+
+const (
+	// CompactHeader is MsgIdLen, MsgId, MsgSeq, StageId (the official connectors).
+	CompactHeader HeaderFormat = iota
+	// FullHeader adds ErrorCode and OriginalSize, allowing LZ4 request payloads.
+	FullHeader
+)
+
+// Header is a decoded packet header. MsgID aliases the decoded buffer.
+type Header struct {
+	// MsgID is the message name.
+	MsgID []byte
+	// MsgSeq is 0 for one-way packets and pushes, else the request sequence.
+	MsgSeq uint16
+	// StageID names the stage; 0 is none.
+	StageID int64
+	// ErrorCode is the response status (always 0 in a compact request).
+	ErrorCode ErrorCode
+	// OriginalSize is 0 for a raw payload, else the LZ4 block's decompressed size.
+	OriginalSize int32
+}
+
+// ParseRequest decodes a request body in the given format. The payload is
+// returned as sent: when h.OriginalSize > 0 it is an LZ4 block (see
+// DecompressPayload). Errors wrap ErrMalformedHeader.
+func ParseRequest(body []byte, format HeaderFormat) (h Header, payload []byte, err error) {
+	if format == FullHeader {
+		return parseFull(body, "request")
+	}
+	if len(body) < compactFixed {
+		return Header{}, nil, fmt.Errorf("%w: request body of %d bytes is shorter than a header", ErrMalformedHeader, len(body))
+	}
+	n := int(body[0])
+	if n == 0 {
+		return Header{}, nil, fmt.Errorf("%w: empty MsgId", ErrMalformedHeader)
+	}
+	if len(body) < compactFixed+n {
+		return Header{}, nil, fmt.Errorf("%w: MsgIdLen %d exceeds the body", ErrMalformedHeader, n)
+	}
+	h.MsgID = body[1 : 1+n]
+	h.MsgSeq = binary.LittleEndian.Uint16(body[1+n:])
+	h.StageID = int64(binary.LittleEndian.Uint64(body[3+n:]))
+	return h, body[compactFixed+n:], nil
+}
+
+// ParseResponse decodes a response or push body (always the full layout).
+func ParseResponse(body []byte) (h Header, payload []byte, err error) {
+	return parseFull(body, "response")
+}
+
+func parseFull(body []byte, what string) (h Header, payload []byte, err error) {
+	if len(body) < fullFixed {
+		return Header{}, nil, fmt.Errorf("%w: %s body of %d bytes is shorter than a header", ErrMalformedHeader, what, len(body))
+	}
+	n := int(body[0])
+	if n == 0 {
+		return Header{}, nil, fmt.Errorf("%w: empty MsgId", ErrMalformedHeader)
+	}
+	if len(body) < fullFixed+n {
+		return Header{}, nil, fmt.Errorf("%w: MsgIdLen %d exceeds the body", ErrMalformedHeader, n)
+	}
+	h.MsgID = body[1 : 1+n]
+	h.MsgSeq = binary.LittleEndian.Uint16(body[1+n:])
+	h.StageID = int64(binary.LittleEndian.Uint64(body[3+n:]))
+	h.ErrorCode = ErrorCode(binary.LittleEndian.Uint16(body[11+n:]))
+	h.OriginalSize = int32(binary.LittleEndian.Uint32(body[13+n:]))
+	if h.OriginalSize < 0 {
+		return Header{}, nil, fmt.Errorf("%w: negative OriginalSize %d", ErrMalformedHeader, h.OriginalSize)
+	}
+	return h, body[fullFixed+n:], nil
+}
+
+func checkMsgID(msgID string) error {
+	if len(msgID) == 0 || len(msgID) > MaxMsgIDLen {
+		return fmt.Errorf("%w: MsgId length %d not in 1..%d", ErrMalformedHeader, len(msgID), MaxMsgIDLen)
+	}
+	return nil
+}
+
+// AppendRequest appends a whole frame (length prefix included) holding a
+// compact request to dst.
+func AppendRequest(dst []byte, msgID string, msgSeq uint16, stageID int64, payload []byte) ([]byte, error) {
+	if err := checkMsgID(msgID); err != nil {
+		return dst, err
+	}
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(compactFixed+len(msgID)+len(payload)))
+	dst = append(dst, byte(len(msgID)))
+	dst = append(dst, msgID...)
+	dst = binary.LittleEndian.AppendUint16(dst, msgSeq)
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(stageID))
+	return append(dst, payload...), nil
+}
+
+// AppendFull appends a whole frame holding a full header (the response layout,
+// also the "full" request layout) to dst. payload must already be compressed
+// when originalSize > 0.
+func AppendFull(dst []byte, h Header, msgID string, payload []byte) ([]byte, error) {
+	if err := checkMsgID(msgID); err != nil {
+		return dst, err
+	}
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(fullFixed+len(msgID)+len(payload)))
+	dst = append(dst, byte(len(msgID)))
+	dst = append(dst, msgID...)
+	dst = binary.LittleEndian.AppendUint16(dst, h.MsgSeq)
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(h.StageID))
+	dst = binary.LittleEndian.AppendUint16(dst, uint16(h.ErrorCode))
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(h.OriginalSize))
+	return append(dst, payload...), nil
+}
+
+// ResponseSize is the frame size (length prefix included) of a response with
+// the given MsgId and raw payload lengths.
+func ResponseSize(msgIDLen, payloadLen int) int {
+	return LengthSize + fullFixed + msgIDLen + payloadLen
+}
+
+// ReplyMsgID derives a reply's MsgId from its request's: "EchoRequest" becomes
+// "EchoReply" (the last "Request" is replaced); a name without "Request" is
+// returned unchanged.
+func ReplyMsgID(requestMsgID string) string {
+	i := strings.LastIndex(requestMsgID, "Request")
+	if i < 0 {
+		return requestMsgID
+	}
+	return requestMsgID[:i] + "Reply" + requestMsgID[i+len("Request"):]
+}
