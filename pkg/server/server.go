@@ -1,0 +1,371 @@
+// Package server wires a configuration into running transports, the session
+// manager and the admin HTTP endpoint, and owns the process lifecycle.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/playhouse-k8s/playhouse/pkg/apps/echo"
+	"github.com/playhouse-k8s/playhouse/pkg/config"
+	"github.com/playhouse-k8s/playhouse/pkg/session"
+	"github.com/playhouse-k8s/playhouse/pkg/transport"
+)
+
+// Server is one session-engine process: listeners, sessions and admin HTTP.
+type Server struct {
+	cfg     config.Config
+	log     *slog.Logger
+	mgr     *session.Manager
+	started atomic.Bool
+	ready   atomic.Bool
+
+	mu          sync.Mutex
+	listeners   map[transport.Kind]net.Listener
+	admin       *http.Server
+	adminLn     net.Listener
+	tlsConfig   *tls.Config
+	httpServers []*http.Server
+	cancel      context.CancelFunc
+	serving     sync.WaitGroup
+}
+
+// AppHandler returns the built-in application named in the config.
+func AppHandler(name string) (session.Handler, error) {
+	switch name {
+	case "echo":
+		return echo.New(), nil
+	default:
+		return nil, fmt.Errorf("unknown app %q (built in: echo)", name)
+	}
+}
+
+// New validates cfg and builds a server around handler (nil: the config's app).
+func New(cfg config.Config, handler session.Handler, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	if handler == nil {
+		h, err := AppHandler(cfg.App)
+		if err != nil {
+			return nil, err
+		}
+		handler = h
+	}
+	opts, err := session.OptionsFromConfig(cfg, handler, log)
+	if err != nil {
+		return nil, err
+	}
+	mgr, err := session.NewManager(opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{cfg: cfg, log: log, mgr: mgr, listeners: make(map[transport.Kind]net.Listener)}, nil
+}
+
+// Manager returns the session manager.
+func (s *Server) Manager() *session.Manager { return s.mgr }
+
+// Start binds every enabled listener and the admin endpoint and starts serving.
+// Addresses with port 0 get a free port (see Addr). It returns once all are
+// bound; a bind failure closes what was bound and returns the error.
+func (s *Server) Start(ctx context.Context) (err error) {
+	if !s.started.CompareAndSwap(false, true) {
+		return errors.New("server already started")
+	}
+	ctx, s.cancel = context.WithCancel(ctx)
+	defer func() {
+		if err != nil {
+			s.cancel()
+			s.closeListeners()
+		}
+	}()
+	t := s.cfg.Transports
+	if t.TLSTCP.Enabled || t.WSS.Enabled {
+		cert, err := tls.LoadX509KeyPair(t.TLS.CertFile, t.TLS.KeyFile)
+		if err != nil {
+			return fmt.Errorf("load TLS certificate: %w", err)
+		}
+		s.tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	for _, l := range []struct {
+		kind    transport.Kind
+		enabled bool
+		addr    string
+	}{
+		{transport.KindTCP, t.TCP.Enabled, s.cfg.ListenAddr(t.TCP)},
+		{transport.KindTLSTCP, t.TLSTCP.Enabled, s.cfg.ListenAddr(t.TLSTCP)},
+		{transport.KindWebSocket, t.WebSocket.Enabled, s.cfg.ListenAddr(t.WebSocket.Listener)},
+		{transport.KindWSS, t.WSS.Enabled, s.cfg.ListenAddr(t.WSS.Listener)},
+	} {
+		if !l.enabled {
+			continue
+		}
+		if err := s.listen(l.kind, l.addr); err != nil {
+			return err
+		}
+	}
+	if err := s.startAdmin(); err != nil {
+		return err
+	}
+	for kind, ln := range s.listeners {
+		switch kind {
+		case transport.KindWebSocket:
+			if err := s.serveWebSocket(ctx, kind, ln, t.WebSocket); err != nil {
+				return err
+			}
+		case transport.KindWSS:
+			if err := s.serveWebSocket(ctx, kind, tls.NewListener(ln, s.tlsConfig), t.WSS); err != nil {
+				return err
+			}
+		default:
+			s.serving.Add(1)
+			go func() {
+				defer s.serving.Done()
+				s.serveStream(ctx, kind, ln)
+			}()
+		}
+	}
+	s.ready.Store(true)
+	return nil
+}
+
+func (s *Server) listen(kind transport.Kind, addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen %s on %s: %w", kind, addr, err)
+	}
+	s.mu.Lock()
+	s.listeners[kind] = ln
+	s.mu.Unlock()
+	s.log.Info("listening", "transport", string(kind), "addr", ln.Addr().String())
+	return nil
+}
+
+// serveStream runs the accept loop of a byte-stream listener (TCP or TLS-TCP).
+func (s *Server) serveStream(ctx context.Context, kind transport.Kind, ln net.Listener) {
+	maxPacket := s.mgr.Options().MaxPacketSize
+	err := transport.Serve(ctx, ln, transport.AcceptOptions{Logger: s.log}, func(c net.Conn) {
+		adm, err := s.mgr.Admit(c.RemoteAddr())
+		if err != nil {
+			s.log.Debug("connection refused", "transport", string(kind), "err", err)
+			c.Close()
+			return
+		}
+		if kind == transport.KindTLSTCP {
+			tc := tls.Server(c, s.tlsConfig)
+			hctx, cancel := context.WithTimeout(ctx, s.cfg.Limits.TLSHandshakeTimeout.Duration)
+			err := tc.HandshakeContext(hctx)
+			cancel()
+			if err != nil {
+				reason := session.TLSHandshakeFailed
+				if errors.Is(err, context.DeadlineExceeded) {
+					reason = session.TLSHandshakeTimeout
+				}
+				s.mgr.CountReject(session.RejectTLS)
+				s.log.Info("tls handshake failed", "remote", c.RemoteAddr().String(), "reason", reason.String(), "err", err)
+				c.Close()
+				adm.Release()
+				return
+			}
+			c = tc
+		}
+		s.mgr.Serve(transport.NewStreamConn(c, kind, maxPacket), adm)
+	})
+	if err != nil {
+		s.log.Error("accept loop stopped", "transport", string(kind), "err", err)
+	}
+}
+
+// WebSocketHandler returns an http.Handler serving the protocol over
+// WebSocket into this server's sessions, for mounting on your own mux.
+func (s *Server) WebSocketHandler(kind transport.Kind, allowedOrigins []string) (http.Handler, error) {
+	return transport.NewWebSocketHandler(transport.WebSocketOptions{
+		Kind:             kind,
+		MaxPacketSize:    s.mgr.Options().MaxPacketSize,
+		AllowedOrigins:   allowedOrigins,
+		HandshakeTimeout: s.cfg.Limits.TLSHandshakeTimeout.Duration,
+		Accept: func(r *http.Request) (func(transport.Conn), func(), error) {
+			adm, err := s.mgr.Admit(remoteAddr(r))
+			if err != nil {
+				return nil, nil, err
+			}
+			return func(c transport.Conn) { s.mgr.Serve(c, adm) }, adm.Release, nil
+		},
+	})
+}
+
+// remoteAddr is the client address of an HTTP request as a net.Addr.
+func remoteAddr(r *http.Request) net.Addr {
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		return net.TCPAddrFromAddrPort(ap)
+	}
+	return &net.TCPAddr{}
+}
+
+func (s *Server) serveWebSocket(ctx context.Context, kind transport.Kind, ln net.Listener, l config.WebSocketListener) error {
+	h, err := s.WebSocketHandler(kind, l.AllowedOrigins)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.Handle(l.Path, h)
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: s.cfg.Limits.TLSHandshakeTimeout.Duration,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	s.mu.Lock()
+	s.httpServers = append(s.httpServers, srv)
+	s.mu.Unlock()
+	s.serving.Add(1)
+	go func() {
+		defer s.serving.Done()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && ctx.Err() == nil {
+			s.log.Error("websocket server stopped", "transport", string(kind), "err", err)
+		}
+	}()
+	return nil
+}
+
+// Addr returns the bound address of a transport's listener, or nil.
+func (s *Server) Addr(kind transport.Kind) net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ln, ok := s.listeners[kind]; ok {
+		return ln.Addr()
+	}
+	return nil
+}
+
+// AdminAddr returns the bound admin address, or nil.
+func (s *Server) AdminAddr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.adminLn == nil {
+		return nil
+	}
+	return s.adminLn.Addr()
+}
+
+func (s *Server) closeListeners() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ln := range s.listeners {
+		ln.Close()
+	}
+	for _, srv := range s.httpServers {
+		// Upgraded connections are hijacked: Close stops only the listener and
+		// idle HTTP connections; sessions are closed by the manager.
+		srv.Close()
+	}
+}
+
+// Status is the JSON document served at /status.
+type Status struct {
+	// Sessions is the number of open sessions.
+	Sessions int `json:"sessions"`
+	// Draining is true once shutdown has begun.
+	Draining bool `json:"draining"`
+	// Listeners maps transport to bound address.
+	Listeners map[string]string `json:"listeners"`
+}
+
+func (s *Server) startAdmin() error {
+	ln, err := net.Listen("tcp", s.cfg.AdminAddr())
+	if err != nil {
+		return fmt.Errorf("listen admin on %s: %w", s.cfg.AdminAddr(), err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !s.ready.Load() || s.mgr.Draining() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+		st := Status{Sessions: s.mgr.Count(), Draining: s.mgr.Draining(), Listeners: map[string]string{}}
+		s.mu.Lock()
+		for k, ln := range s.listeners {
+			st.Listeners[string(k)] = ln.Addr().String()
+		}
+		s.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(st)
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	s.mu.Lock()
+	s.admin, s.adminLn = srv, ln
+	s.mu.Unlock()
+	s.log.Info("admin listening", "addr", ln.Addr().String())
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("admin server stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// Shutdown stops accepting, closes every session with ServerShutdown (each
+// flushes what is queued for it), and stops the admin endpoint. It returns
+// when all sessions have ended or ctx is done.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if !s.started.Load() {
+		return nil
+	}
+	s.ready.Store(false)
+	s.mgr.SetDraining(true)
+	s.cancel()
+	s.closeListeners()
+	s.serving.Wait()
+	err := s.mgr.CloseAll(ctx, session.ServerShutdown)
+	if err != nil {
+		// The drain timeout passed: drop whatever is still open.
+		s.mgr.AbortAll(session.ServerShutdown)
+		wctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = s.mgr.Wait(wctx)
+		cancel()
+	}
+	s.mu.Lock()
+	admin := s.admin
+	s.mu.Unlock()
+	if admin != nil {
+		actx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = admin.Shutdown(actx)
+	}
+	if err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}
+
+// Run starts the server and serves until ctx is done, then shuts down within
+// the configured drain timeout.
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	s.log.Info("shutting down", "sessions", s.mgr.Count(), "timeout", s.cfg.DrainTimeout.Duration.String())
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout.Duration)
+	defer cancel()
+	return s.Shutdown(sctx)
+}

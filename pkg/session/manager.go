@@ -1,0 +1,327 @@
+package session
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/playhouse-k8s/playhouse/pkg/protocol"
+	"github.com/playhouse-k8s/playhouse/pkg/transport"
+)
+
+// Manager owns the sessions of one process: admission (connection limits),
+// the registry by id and by account, and shutdown. Session ids are unique
+// across every transport the manager serves.
+type Manager struct {
+	opts Options
+
+	nextID atomic.Uint64
+
+	mu       sync.RWMutex
+	sessions map[uint64]*Session
+	accounts map[string]*Session
+	conns    int
+	perIP    map[netip.Prefix]int
+	draining bool
+	wg       sync.WaitGroup
+	compPool sync.Pool
+	stats    stats
+}
+
+// stats are the manager's counters, read by Stats and the metrics collector.
+type stats struct {
+	accepted    atomic.Uint64
+	rejected    [numRejects]atomic.Uint64
+	closed      [numReasons]atomic.Uint64
+	authFailed  atomic.Uint64
+	rateLimited atomic.Uint64
+}
+
+// Stats is a snapshot of the manager's counters.
+type Stats struct {
+	// Active is the number of open sessions.
+	Active int
+	// Accepted counts connections admitted.
+	Accepted uint64
+	// Rejected counts refused connections by reason.
+	Rejected map[RejectReason]uint64
+	// Closed counts ended sessions by reason.
+	Closed map[CloseReason]uint64
+	// AuthFailures counts failed authentications.
+	AuthFailures uint64
+	// RateLimited counts packets over the rate limit.
+	RateLimited uint64
+}
+
+// NewManager returns a manager; see Options for defaults.
+func NewManager(opts Options) (*Manager, error) {
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	m := &Manager{
+		opts:     opts,
+		sessions: make(map[uint64]*Session),
+		accounts: make(map[string]*Session),
+		perIP:    make(map[netip.Prefix]int),
+	}
+	m.compPool.New = func() any { return &protocol.Compressor{Threshold: opts.CompressionThreshold} }
+	return m, nil
+}
+
+// Options returns the effective options (defaults applied).
+func (m *Manager) Options() Options { return m.opts }
+
+// RejectError is returned by Admit for a refused connection.
+type RejectError struct {
+	// Reason is why the connection was refused.
+	Reason RejectReason
+	// Addr is the client address.
+	Addr string
+}
+
+func (e *RejectError) Error() string {
+	return fmt.Sprintf("connection from %s refused: %s", e.Addr, e.Reason)
+}
+
+// Admission is a connection slot granted by Admit; Serve releases it.
+type Admission struct {
+	m      *Manager
+	prefix netip.Prefix
+	keyed  bool
+	once   sync.Once
+}
+
+// Release frees the slot (for a connection that will not be served).
+func (a *Admission) Release() {
+	a.once.Do(func() {
+		a.m.mu.Lock()
+		a.m.conns--
+		if a.keyed {
+			if a.m.perIP[a.prefix]--; a.m.perIP[a.prefix] <= 0 {
+				delete(a.m.perIP, a.prefix)
+			}
+		}
+		a.m.mu.Unlock()
+	})
+}
+
+// ipKey groups an address for the per-IP limit: IPv4 by address, IPv6 by /64.
+func ipKey(addr net.Addr) (netip.Prefix, bool) {
+	ap, err := netip.ParseAddrPort(addr.String())
+	if err != nil {
+		return netip.Prefix{}, false
+	}
+	ip := ap.Addr().Unmap()
+	if ip.Is4() {
+		return netip.PrefixFrom(ip, 32), true
+	}
+	p, _ := ip.Prefix(64)
+	return p, true
+}
+
+// Admit checks the connection limits for a new connection from remote and
+// reserves a slot. Call it as early as possible (before a TLS handshake). A
+// refusal is counted and returned as a *RejectError.
+func (m *Manager) Admit(remote net.Addr) (*Admission, error) {
+	key, keyed := ipKey(remote)
+	if keyed {
+		for _, p := range m.opts.PerIPExempt {
+			if p.Contains(key.Addr()) {
+				keyed = false
+				break
+			}
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	reject := func(r RejectReason) (*Admission, error) {
+		m.stats.rejected[r].Add(1)
+		return nil, &RejectError{Reason: r, Addr: remote.String()}
+	}
+	switch {
+	case m.draining:
+		return reject(RejectDraining)
+	case m.conns >= m.opts.MaxConnections:
+		return reject(RejectMaxConnections)
+	case keyed && m.perIP[key] >= m.opts.MaxConnectionsPerIP:
+		return reject(RejectPerIP)
+	}
+	m.conns++
+	if keyed {
+		m.perIP[key]++
+	}
+	return &Admission{m: m, prefix: key, keyed: keyed}, nil
+}
+
+// CountReject counts a connection refused outside Admit (e.g. a failed TLS handshake).
+func (m *Manager) CountReject(r RejectReason) {
+	if r < numRejects {
+		m.stats.rejected[r].Add(1)
+	}
+}
+
+// Serve runs a session on c until it ends, then releases adm. It blocks; call
+// it in the connection's goroutine. adm may be nil when the caller did not
+// call Admit (the limits are then checked here).
+func (m *Manager) Serve(c transport.Conn, adm *Admission) {
+	if adm == nil {
+		var err error
+		if adm, err = m.Admit(c.RemoteAddr()); err != nil {
+			m.opts.Logger.Debug("connection refused", "remote", c.RemoteAddr().String(), "err", err)
+			c.Close()
+			return
+		}
+	}
+	defer adm.Release()
+	m.stats.accepted.Add(1)
+	s := m.newSession(c)
+	m.wg.Add(1)
+	defer m.wg.Done()
+	s.run()
+}
+
+// register adds s to the registry.
+func (m *Manager) register(s *Session) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.sessions[s.id] = s
+	return true
+}
+
+// unregister removes s from the registry and from its account binding.
+func (m *Manager) unregister(s *Session) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.sessions, s.id)
+	if acct := s.AccountID(); acct != "" && m.accounts[acct] == s {
+		delete(m.accounts, acct)
+	}
+}
+
+// bind makes s the session of account and returns the session it supersedes.
+func (m *Manager) bind(s *Session, account string) (old *Session) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old = m.accounts[account]
+	if old == s {
+		old = nil
+	}
+	m.accounts[account] = s
+	return old
+}
+
+// Get returns the open session with the given id.
+func (m *Manager) Get(id uint64) (*Session, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	s, ok := m.sessions[id]
+	return s, ok
+}
+
+// ByAccount returns the open session authenticated for account.
+func (m *Manager) ByAccount(account string) (*Session, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	s, ok := m.accounts[account]
+	return s, ok
+}
+
+// Count returns the number of open sessions.
+func (m *Manager) Count() int {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return len(m.sessions)
+}
+
+// Range calls fn for a snapshot of the open sessions until fn returns false.
+func (m *Manager) Range(fn func(*Session) bool) {
+	m.mu.RLock()
+	list := make([]*Session, 0, len(m.sessions))
+	for _, s := range m.sessions {
+		list = append(list, s)
+	}
+	m.mu.RUnlock()
+	for _, s := range list {
+		if !fn(s) {
+			return
+		}
+	}
+}
+
+// SetDraining makes Admit refuse new connections (reason draining).
+func (m *Manager) SetDraining(on bool) {
+	m.mu.Lock()
+	m.draining = on
+	m.mu.Unlock()
+}
+
+// Draining reports whether new connections are refused.
+func (m *Manager) Draining() bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.draining
+}
+
+// CloseAll closes every open session with reason (flushing what is queued for
+// each) and waits until they have ended or ctx is done.
+func (m *Manager) CloseAll(ctx context.Context, reason CloseReason) error {
+	m.Range(func(s *Session) bool {
+		s.Close(reason)
+		return true
+	})
+	return m.Wait(ctx)
+}
+
+// AbortAll closes every open session at once with reason, dropping what is
+// queued (after a drain timeout).
+func (m *Manager) AbortAll(reason CloseReason) {
+	m.Range(func(s *Session) bool {
+		s.abort(reason, nil)
+		return true
+	})
+}
+
+// Wait blocks until every session served so far has ended, or ctx is done.
+func (m *Manager) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		m.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for %d sessions: %w", m.Count(), ctx.Err())
+	}
+}
+
+// Stats returns a snapshot of the counters.
+func (m *Manager) Stats() Stats {
+	st := Stats{
+		Active:       m.Count(),
+		Accepted:     m.stats.accepted.Load(),
+		Rejected:     make(map[RejectReason]uint64),
+		Closed:       make(map[CloseReason]uint64),
+		AuthFailures: m.stats.authFailed.Load(),
+		RateLimited:  m.stats.rateLimited.Load(),
+	}
+	for r := range m.stats.rejected {
+		if v := m.stats.rejected[r].Load(); v > 0 {
+			st.Rejected[RejectReason(r)] = v
+		}
+	}
+	for r := range m.stats.closed {
+		if v := m.stats.closed[r].Load(); v > 0 {
+			st.Closed[CloseReason(r)] = v
+		}
+	}
+	return st
+}
+
+// now is the manager's clock.
+func now() time.Time { return time.Now() }

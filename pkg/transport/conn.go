@@ -1,0 +1,68 @@
+package transport
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/playhouse-k8s/playhouse/pkg/protocol"
+)
+
+// Kind names a client transport; it is also the "transport" metric label.
+type Kind string
+
+// The transports the engine serves.
+const (
+	KindTCP       Kind = "tcp"
+	KindTLSTCP    Kind = "tls-tcp"
+	KindWebSocket Kind = "ws"
+	KindWSS       Kind = "wss"
+)
+
+// Conn is a framed client connection.
+type Conn interface {
+	// ReadFrame returns the next frame body, valid until the next call.
+	ReadFrame() ([]byte, error)
+	// WriteFrames writes b, which holds one or more whole frames (length
+	// prefixes included), in as few writes as the transport allows.
+	WriteFrames(b []byte) error
+	// SetReadDeadline bounds the next ReadFrame.
+	SetReadDeadline(t time.Time) error
+	// SetWriteDeadline bounds the next WriteFrames.
+	SetWriteDeadline(t time.Time) error
+	// Close closes the connection; pending reads and writes fail.
+	Close() error
+	// RemoteAddr is the client address (after PROXY protocol, if any).
+	RemoteAddr() net.Addr
+	// Kind names the transport.
+	Kind() Kind
+}
+
+// streamConn frames a byte stream (TCP or TLS over TCP).
+type streamConn struct {
+	net.Conn
+	fr   *protocol.FrameReader
+	kind Kind
+}
+
+// NewStreamConn frames a byte-stream connection: frames are read with a
+// protocol.FrameReader bounded by maxPacketSize and written as they are.
+func NewStreamConn(c net.Conn, kind Kind, maxPacketSize int) Conn {
+	return &streamConn{Conn: c, fr: protocol.NewFrameReader(c, maxPacketSize), kind: kind}
+}
+
+func (c *streamConn) ReadFrame() ([]byte, error) { return c.fr.Next() }
+
+func (c *streamConn) WriteFrames(b []byte) error {
+	if _, err := c.Conn.Write(b); err != nil {
+		return fmt.Errorf("write %d bytes: %w", len(b), err)
+	}
+	return nil
+}
+
+func (c *streamConn) Kind() Kind { return c.kind }
+
+// ErrProtocol marks a transport-level protocol violation (for example a
+// WebSocket text message); sessions close with reason ProtocolError.
+var ErrProtocol = errors.New("transport protocol violation")

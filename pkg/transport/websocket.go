@@ -1,0 +1,213 @@
+package transport
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/playhouse-k8s/playhouse/pkg/protocol"
+)
+
+// WebSocket close codes used for protocol violations (RFC 6455).
+const (
+	closeProtocolError = websocket.CloseProtocolError   // 1002: partial or malformed frame
+	closeUnsupported   = websocket.CloseUnsupportedData // 1003: text message
+	closeTooBig        = websocket.CloseMessageTooBig   // 1009: message over MaxPacketSize+4
+	closeControlWait   = time.Second                    // how long a close frame may take to write
+)
+
+// WebSocketOptions configure a WebSocketHandler.
+type WebSocketOptions struct {
+	// Kind is KindWebSocket or KindWSS (when served over TLS).
+	Kind Kind
+	// MaxPacketSize bounds a frame body; a message may be at most
+	// MaxPacketSize+4 bytes.
+	MaxPacketSize int
+	// AllowedOrigins lists accepted Origin header values; empty accepts any
+	// (native game clients send none).
+	AllowedOrigins []string
+	// HandshakeTimeout bounds the HTTP upgrade (default 5s).
+	HandshakeTimeout time.Duration
+	// Accept is called before the upgrade. It returns serve, which runs the
+	// connection to its end, and release, called instead of serve when the
+	// upgrade fails. An error refuses the request with 503.
+	Accept func(r *http.Request) (serve func(Conn), release func(), err error)
+}
+
+// WebSocketHandler is an http.Handler that upgrades requests to framed
+// connections. Mount it on any http.ServeMux, next to your own HTTP API.
+type WebSocketHandler struct {
+	opts     WebSocketOptions
+	upgrader websocket.Upgrader
+}
+
+// NewWebSocketHandler returns a handler serving the PlayHouse protocol over
+// binary WebSocket messages.
+func NewWebSocketHandler(opts WebSocketOptions) (*WebSocketHandler, error) {
+	if opts.Accept == nil {
+		return nil, errors.New("websocket handler: Accept is required")
+	}
+	if opts.MaxPacketSize <= 0 {
+		opts.MaxPacketSize = protocol.DefaultMaxPacketSize
+	}
+	if opts.HandshakeTimeout <= 0 {
+		opts.HandshakeTimeout = 5 * time.Second
+	}
+	if opts.Kind == "" {
+		opts.Kind = KindWebSocket
+	}
+	h := &WebSocketHandler{opts: opts}
+	h.upgrader = websocket.Upgrader{
+		HandshakeTimeout: opts.HandshakeTimeout,
+		ReadBufferSize:   4 << 10,
+		WriteBufferSize:  4 << 10,
+		CheckOrigin:      h.checkOrigin,
+	}
+	return h, nil
+}
+
+func (h *WebSocketHandler) checkOrigin(r *http.Request) bool {
+	if len(h.opts.AllowedOrigins) == 0 {
+		return true
+	}
+	return slices.Contains(h.opts.AllowedOrigins, r.Header.Get("Origin"))
+}
+
+// ServeHTTP upgrades the request and serves the connection until it ends.
+func (h *WebSocketHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	serve, release, err := h.opts.Accept(r)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	ws, err := h.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		// The upgrader has already answered with an HTTP error.
+		release()
+		return
+	}
+	ws.SetReadLimit(int64(h.opts.MaxPacketSize) + protocol.LengthSize)
+	serve(&wsConn{ws: ws, kind: h.opts.Kind, max: h.opts.MaxPacketSize})
+}
+
+// wsConn frames a WebSocket: each inbound binary message holds one or more
+// whole frames; each outbound frame is one binary message.
+type wsConn struct {
+	ws   *websocket.Conn
+	kind Kind
+	max  int
+	msg  []byte // rest of the current inbound message
+	buf  []byte // reusable message buffer
+}
+
+func (c *wsConn) ReadFrame() ([]byte, error) {
+	if len(c.msg) == 0 {
+		if err := c.readMessage(); err != nil {
+			return nil, err
+		}
+	}
+	if len(c.msg) < protocol.LengthSize {
+		return nil, c.violation(closeProtocolError, fmt.Errorf("%w: %d trailing bytes in message", protocol.ErrMalformedFrame, len(c.msg)))
+	}
+	n, err := protocol.CheckLength(binary.LittleEndian.Uint32(c.msg), c.max)
+	if err != nil {
+		code := closeProtocolError
+		if errors.Is(err, protocol.ErrFrameTooLarge) {
+			code = closeTooBig
+		}
+		return nil, c.violation(code, err)
+	}
+	if len(c.msg)-protocol.LengthSize < n {
+		return nil, c.violation(closeProtocolError, fmt.Errorf("%w: partial frame in message (%d of %d bytes)", protocol.ErrMalformedFrame, len(c.msg)-protocol.LengthSize, n))
+	}
+	body := c.msg[protocol.LengthSize : protocol.LengthSize+n]
+	c.msg = c.msg[protocol.LengthSize+n:]
+	return body, nil
+}
+
+// readMessage reads the next binary message into the reusable buffer.
+func (c *wsConn) readMessage() error {
+	typ, r, err := c.ws.NextReader()
+	if err != nil {
+		if errors.Is(err, websocket.ErrReadLimit) {
+			return c.violation(closeTooBig, fmt.Errorf("%w: message over %d bytes", protocol.ErrFrameTooLarge, c.max+protocol.LengthSize))
+		}
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) {
+			return fmt.Errorf("websocket closed by peer (%d): %w", ce.Code, io.EOF)
+		}
+		return err
+	}
+	if typ != websocket.BinaryMessage {
+		return c.violation(closeUnsupported, fmt.Errorf("%w: text message", ErrProtocol))
+	}
+	if c.buf == nil || cap(c.buf) > keepSpare {
+		c.buf = make([]byte, 0, 4<<10)
+	}
+	buf := c.buf[:0]
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if errors.Is(err, websocket.ErrReadLimit) {
+				return c.violation(closeTooBig, fmt.Errorf("%w: message over %d bytes", protocol.ErrFrameTooLarge, c.max+protocol.LengthSize))
+			}
+			return err
+		}
+	}
+	if len(buf) == 0 {
+		return c.violation(closeProtocolError, fmt.Errorf("%w: empty message", protocol.ErrMalformedFrame))
+	}
+	c.buf, c.msg = buf, buf
+	return nil
+}
+
+// violation sends a close frame with code and returns err.
+func (c *wsConn) violation(code int, err error) error {
+	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, truncate(err.Error(), 120)), time.Now().Add(closeControlWait))
+	return err
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+func (c *wsConn) WriteFrames(b []byte) error {
+	// The official connectors expect one frame per message, prefix included.
+	for len(b) > 0 {
+		if len(b) < protocol.LengthSize {
+			return fmt.Errorf("write: %w: %d trailing bytes", protocol.ErrMalformedFrame, len(b))
+		}
+		n := protocol.LengthSize + int(binary.LittleEndian.Uint32(b))
+		if n > len(b) {
+			return fmt.Errorf("write: %w: frame of %d bytes, %d left", protocol.ErrMalformedFrame, n, len(b))
+		}
+		if err := c.ws.WriteMessage(websocket.BinaryMessage, b[:n]); err != nil {
+			return fmt.Errorf("write websocket message: %w", err)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func (c *wsConn) SetReadDeadline(t time.Time) error  { return c.ws.SetReadDeadline(t) }
+func (c *wsConn) SetWriteDeadline(t time.Time) error { return c.ws.SetWriteDeadline(t) }
+func (c *wsConn) Close() error                       { return c.ws.Close() }
+func (c *wsConn) RemoteAddr() net.Addr               { return c.ws.RemoteAddr() }
+func (c *wsConn) Kind() Kind                         { return c.kind }
