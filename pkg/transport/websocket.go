@@ -113,20 +113,8 @@ func (c *wsConn) ReadFrame() ([]byte, error) {
 			return nil, err
 		}
 	}
-	if len(c.msg) < protocol.LengthSize {
-		return nil, c.violation(closeProtocolError, fmt.Errorf("%w: %d trailing bytes in message", protocol.ErrMalformedFrame, len(c.msg)))
-	}
-	n, err := protocol.CheckLength(binary.LittleEndian.Uint32(c.msg), c.max)
-	if err != nil {
-		code := closeProtocolError
-		if errors.Is(err, protocol.ErrFrameTooLarge) {
-			code = closeTooBig
-		}
-		return nil, c.violation(code, err)
-	}
-	if len(c.msg)-protocol.LengthSize < n {
-		return nil, c.violation(closeProtocolError, fmt.Errorf("%w: partial frame in message (%d of %d bytes)", protocol.ErrMalformedFrame, len(c.msg)-protocol.LengthSize, n))
-	}
+	// readMessage validated the whole message.
+	n := int(binary.LittleEndian.Uint32(c.msg))
 	body := c.msg[protocol.LengthSize : protocol.LengthSize+n]
 	c.msg = c.msg[protocol.LengthSize+n:]
 	return body, nil
@@ -168,8 +156,14 @@ func (c *wsConn) readMessage() error {
 			return err
 		}
 	}
-	if len(buf) == 0 {
-		return c.violation(closeProtocolError, fmt.Errorf("%w: empty message", protocol.ErrMalformedFrame))
+	// A message is all or nothing: validate every frame before handing out
+	// the first, so a bad message has no partial effect.
+	if err := protocol.SplitFrames(buf, c.max, func([]byte) error { return nil }); err != nil {
+		code := closeProtocolError
+		if errors.Is(err, protocol.ErrFrameTooLarge) {
+			code = closeTooBig
+		}
+		return c.violation(code, err)
 	}
 	c.buf, c.msg = buf, buf
 	return nil
