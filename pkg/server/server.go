@@ -58,6 +58,12 @@ func New(cfg config.Config, handler session.Handler, log *slog.Logger) (*Server,
 	if log == nil {
 		log = slog.Default()
 	}
+	if cfg.Transports.ProxyProtocol.Enabled {
+		return nil, errors.New("transports.proxyProtocol.enabled: PROXY protocol is not implemented in this build yet")
+	}
+	if cfg.Auth.Mode == config.AuthModeToken {
+		return nil, errors.New("auth.mode: token mode is not implemented in this build yet; use open")
+	}
 	if handler == nil {
 		h, err := AppHandler(cfg.App)
 		if err != nil {
