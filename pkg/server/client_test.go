@@ -1,0 +1,189 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/playhouse-k8s/playhouse/pkg/client"
+	"github.com/playhouse-k8s/playhouse/pkg/protocol"
+	"github.com/playhouse-k8s/playhouse/pkg/session"
+	"github.com/playhouse-k8s/playhouse/pkg/transport"
+)
+
+// TestEchoWithGoClient runs the echo app against the Go client: one request,
+// then many in flight on one session, over TCP and TLS-TCP.
+func TestEchoWithGoClient(t *testing.T) {
+	c, certs := testConfig(t)
+	srv := startServer(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	for _, tc := range []struct {
+		name string
+		addr string
+		opts client.Options
+	}{
+		{"tcp", srv.Addr(transport.KindTCP).String(), client.Options{}},
+		{"tls", srv.Addr(transport.KindTLSTCP).String(), client.Options{TLSConfig: certs.ClientConfig()}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cl, err := client.Dial(ctx, tc.addr, tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			resp, err := cl.Authenticate(ctx, "AuthenticateRequest", []byte("go-"+tc.name))
+			if err != nil || resp.MsgID != "AuthenticateReply" {
+				t.Fatalf("auth: %+v %v", resp, err)
+			}
+			resp, err = cl.Request(ctx, "EchoRequest", 99, []byte("one"))
+			if err != nil || resp.MsgID != "EchoReply" || resp.StageID != 99 || string(resp.Payload) != "one" || resp.ErrorCode != 0 {
+				t.Fatalf("echo: %+v %v", resp, err)
+			}
+			// 150 requests in flight at once on one session (under the default burst of 200).
+			var wg sync.WaitGroup
+			errs := make(chan error, 150)
+			for i := 0; i < 150; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					want := fmt.Sprintf("req-%d", i)
+					r, err := cl.Request(ctx, "EchoRequest", int64(i), []byte(want))
+					if err != nil {
+						errs <- err
+						return
+					}
+					if string(r.Payload) != want || r.StageID != int64(i) {
+						errs <- fmt.Errorf("request %d got %q stage %d", i, r.Payload, r.StageID)
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			// One-way packets come back as pushes.
+			if err := cl.Send("ChatNotify", 5, []byte("push me")); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case p := <-cl.Pushes():
+				if p.MsgID != "ChatNotify" || string(p.Payload) != "push me" || p.MsgSeq != 0 {
+					t.Fatalf("push = %+v", p)
+				}
+			case <-ctx.Done():
+				t.Fatal("no push")
+			}
+		})
+	}
+}
+
+// TestHundredsOfConcurrentSessions opens 400 sessions at once, each
+// authenticating and echoing a few requests concurrently.
+func TestHundredsOfConcurrentSessions(t *testing.T) {
+	const sessions, perSession = 400, 5
+	c, _ := testConfig(t)
+	srv := startServer(t, c)
+	addr := srv.Addr(transport.KindTCP).String()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	clients := make([]*client.Client, sessions)
+	var wg sync.WaitGroup
+	errs := make(chan error, sessions)
+	for i := range sessions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl, err := client.Dial(ctx, addr, client.Options{})
+			if err != nil {
+				errs <- err
+				return
+			}
+			clients[i] = cl
+			if _, err := cl.Authenticate(ctx, "AuthenticateRequest", []byte(fmt.Sprintf("player-%d", i))); err != nil {
+				errs <- fmt.Errorf("auth %d: %w", i, err)
+				return
+			}
+			var inner sync.WaitGroup
+			for j := range perSession {
+				inner.Add(1)
+				go func() {
+					defer inner.Done()
+					want := fmt.Sprintf("%d/%d", i, j)
+					r, err := cl.Request(ctx, "EchoRequest", 0, []byte(want))
+					if err != nil || string(r.Payload) != want {
+						errs <- fmt.Errorf("session %d request %d: %v %v", i, j, r, err)
+					}
+				}()
+			}
+			inner.Wait()
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if n := srv.Manager().Count(); n != sessions {
+		t.Fatalf("server holds %d sessions, want %d", n, sessions)
+	}
+	for _, cl := range clients {
+		cl.Close()
+	}
+	waitFor(t, "every session to end", func() bool { return srv.Manager().Count() == 0 })
+	if got := srv.Manager().Stats().Closed[session.ClientClosed]; got != sessions {
+		t.Fatalf("ClientClosed = %d, want %d", got, sessions)
+	}
+}
+
+// TestGoClientSeesFailedAuthAndKick checks the client-visible parts of the
+// auth gate and supersede with the real echo app.
+func TestGoClientSeesFailedAuthAndKick(t *testing.T) {
+	c, _ := testConfig(t)
+	srv := startServer(t, c)
+	addr := srv.Addr(transport.KindTCP).String()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	first, err := client.Dial(ctx, addr, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	// Empty credentials fail with ErrorCode 5 and the connection stays usable.
+	resp, err := first.Authenticate(ctx, "AuthenticateRequest", nil)
+	var codeErr *client.ErrorCodeError
+	if !errors.As(err, &codeErr) || resp == nil || resp.ErrorCode != protocol.AuthenticationFailed {
+		t.Fatalf("empty credentials: %+v %v", resp, err)
+	}
+	if _, err := first.Authenticate(ctx, "AuthenticateRequest", []byte("same-account")); err != nil {
+		t.Fatal(err)
+	}
+	second, err := client.Dial(ctx, addr, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	if _, err := second.Authenticate(ctx, "AuthenticateRequest", []byte("same-account")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case p := <-first.Pushes():
+		if p.MsgID != session.KickMsgID {
+			t.Fatalf("push = %+v", p)
+		}
+	case <-ctx.Done():
+		t.Fatal("no kick")
+	}
+	select {
+	case <-first.Done():
+	case <-ctx.Done():
+		t.Fatal("superseded connection not closed")
+	}
+	if _, err := second.Request(ctx, "EchoRequest", 0, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+}
