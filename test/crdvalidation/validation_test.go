@@ -1,0 +1,288 @@
+/*
+Copyright 2026 The PlayHouse for Kubernetes authors.
+
+Licensed under the Apache License, Version 2.0.
+*/
+
+package crdvalidation
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/playhouse-k8s/playhouse/api/v1alpha1"
+)
+
+// object builds an unstructured PlayHouseServer from a YAML spec.
+func object(t *testing.T, namespace, name, specYAML string) *unstructured.Unstructured {
+	t.Helper()
+	u := &unstructured.Unstructured{Object: map[string]any{}}
+	u.SetAPIVersion(v1alpha1.GroupVersion.String())
+	u.SetKind("PlayHouseServer")
+	u.SetNamespace(namespace)
+	u.SetName(name)
+	if specYAML != "" {
+		spec := map[string]any{}
+		if err := yaml.Unmarshal([]byte(specYAML), &spec); err != nil {
+			t.Fatalf("parse spec YAML: %v", err)
+		}
+		u.Object["spec"] = spec
+	}
+	return u
+}
+
+// TestInvalidObjectsAreRefused sends bad objects (server-side dry run) and
+// asserts the API server's validation message: the field path followed by
+// the CEL rule's message or the OpenAPI message.
+func TestInvalidObjectsAreRefused(t *testing.T) {
+	c := newClient(t)
+	ns := newNamespace(t, c)
+	cases := []struct {
+		name string
+		// objName overrides the object name ("bad" by default).
+		objName string
+		spec    string
+		want    []string
+	}{
+		{
+			name: "autoscaling minReplicas above maxReplicas",
+			spec: "autoscaling: {enabled: true, minReplicas: 5, maxReplicas: 2, targetSessionsPerPod: 100}",
+			want: []string{`spec.autoscaling.minReplicas: Invalid value: minReplicas must not be greater than maxReplicas`},
+		},
+		{
+			name: "autoscaling enabled without maxReplicas",
+			spec: "autoscaling: {enabled: true, targetSessionsPerPod: 100}",
+			want: []string{`spec.autoscaling.maxReplicas: Invalid value: maxReplicas must be at least 1 when autoscaling is enabled`},
+		},
+		{
+			name: "autoscaling enabled without targetSessionsPerPod",
+			spec: "autoscaling: {enabled: true, maxReplicas: 4}",
+			want: []string{`spec.autoscaling.targetSessionsPerPod: Invalid value: targetSessionsPerPod must be at least 1 when autoscaling is enabled`},
+		},
+		{
+			name: "autoscaling minReplicas zero",
+			spec: "autoscaling: {enabled: true, minReplicas: 0, maxReplicas: 4, targetSessionsPerPod: 100}",
+			want: []string{`spec.autoscaling.minReplicas: Invalid value: 0: spec.autoscaling.minReplicas in body should be greater than or equal to 1`},
+		},
+		{
+			name: "tcp and websocket on the same port",
+			spec: "transports: {tcp: {enabled: true, port: 8000}, websocket: {enabled: true, port: 8000}}",
+			want: []string{`spec.transports: Invalid value: enabled transports must listen on distinct ports`},
+		},
+		{
+			name: "tlsTcp and wss on the same port",
+			spec: "transports: {tlsTcp: {enabled: true, port: 8443}, wss: {enabled: true, port: 8443}, tls: {secretName: game-tls}}",
+			want: []string{`spec.transports: Invalid value: enabled transports must listen on distinct ports`},
+		},
+		{
+			name: "tcp on the admin port",
+			spec: "transports: {tcp: {enabled: true, port: 9090}}",
+			want: []string{`spec.transports.tcp.port: Invalid value: port 9090 is reserved for the admin endpoint`},
+		},
+		{
+			name: "wss on the admin port",
+			spec: "transports: {wss: {enabled: true, port: 9090}, tls: {secretName: game-tls}}",
+			want: []string{`spec.transports.wss.port: Invalid value: port 9090 is reserved for the admin endpoint`},
+		},
+		{
+			name: "port above 65535",
+			spec: "transports: {tcp: {enabled: true, port: 70000}}",
+			want: []string{`spec.transports.tcp.port: Invalid value: 70000: spec.transports.tcp.port in body should be less than or equal to 65535`},
+		},
+		{
+			name: "port zero",
+			spec: "transports: {websocket: {enabled: true, port: 0}}",
+			want: []string{`spec.transports.websocket.port: Invalid value: 0: spec.transports.websocket.port in body should be greater than or equal to 1`},
+		},
+		{
+			name: "enabled transport without a port",
+			spec: "transports: {tlsTcp: {enabled: true}, tls: {secretName: game-tls}}",
+			want: []string{`spec.transports.tlsTcp.port: Invalid value: port is required when the transport is enabled`},
+		},
+		{
+			name: "transport block without enabled",
+			spec: "transports: {tcp: {port: 7000}}",
+			want: []string{`spec.transports.tcp.enabled: Required value`},
+		},
+		{
+			name: "websocket path without leading slash",
+			spec: "transports: {websocket: {enabled: true, port: 7778, path: ws}}",
+			want: []string{`spec.transports.websocket.path: Invalid value: "ws": path must start with /`},
+		},
+		{
+			name: "wss path without leading slash",
+			spec: "transports: {wss: {enabled: true, port: 7780, path: game}, tls: {secretName: game-tls}}",
+			want: []string{`spec.transports.wss.path: Invalid value: "game": path must start with /`},
+		},
+		{
+			name: "tlsTcp without a TLS secret",
+			spec: "transports: {tlsTcp: {enabled: true, port: 7779}}",
+			want: []string{`spec.transports.tls: Invalid value: transports.tls.secretName is required when tlsTcp or wss is enabled`},
+		},
+		{
+			name: "wss without a TLS secret",
+			spec: "transports: {wss: {enabled: true, port: 7780}}",
+			want: []string{`spec.transports.tls: Invalid value: transports.tls.secretName is required when tlsTcp or wss is enabled`},
+		},
+		{
+			name: "TLS secret name not a DNS subdomain",
+			spec: "transports: {tls: {secretName: Game_TLS}}",
+			want: []string{`spec.transports.tls.secretName: Invalid value: "Game_TLS": spec.transports.tls.secretName in body should match`},
+		},
+		{
+			name: "no transport enabled",
+			spec: "transports: {tcp: {enabled: false}, websocket: {enabled: false}}",
+			want: []string{`spec.transports: Invalid value: at least one transport (tcp, websocket, tlsTcp, wss) must be enabled`},
+		},
+		{
+			name: "trusted CIDR that is not a CIDR",
+			spec: "transports: {proxyProtocol: {enabled: true, trustedCIDRs: [10.0.0.0/8, not-a-cidr]}}",
+			want: []string{`spec.transports.proxyProtocol.trustedCIDRs: Invalid value: every entry must be a CIDR such as 10.0.0.0/8`},
+		},
+		{
+			name: "disruption budget with both bounds",
+			spec: "disruptionBudget: {enabled: true, minAvailable: 1, maxUnavailable: 1}",
+			want: []string{`spec.disruptionBudget: Invalid value: set at most one of minAvailable and maxUnavailable`},
+		},
+		{
+			name: "disruption budget percentage above 100",
+			spec: "disruptionBudget: {enabled: true, maxUnavailable: 150%}",
+			want: []string{`spec.disruptionBudget.maxUnavailable: Invalid value: "150%": spec.disruptionBudget.maxUnavailable in body should match`},
+		},
+		{
+			name: "unknown request header",
+			spec: "protocol: {requestHeader: huge}",
+			want: []string{`spec.protocol.requestHeader: Unsupported value: "huge": supported values: "compact", "full"`},
+		},
+		{
+			name: "heartbeat message id too long",
+			spec: "protocol: {heartbeatMsgId: " + strings.Repeat("h", 256) + "}",
+			want: []string{`spec.protocol.heartbeatMsgId: Too long: may not be more than 255 bytes`},
+		},
+		{
+			name: "unknown auth mode",
+			spec: "auth: {mode: jwt}",
+			want: []string{`spec.auth.mode: Unsupported value: "jwt": supported values: "open", "token"`},
+		},
+		{
+			name: "unknown app",
+			spec: "app: chess",
+			want: []string{`spec.app: Unsupported value: "chess": supported values: "echo"`},
+		},
+		{
+			name: "drain timeout that is not a duration",
+			spec: "drainTimeout: soon",
+			want: []string{`spec.drainTimeout: Invalid value: "soon": must be a positive duration such as 30s or 1m30s`},
+		},
+		{
+			name: "zero heartbeat timeout",
+			spec: "limits: {heartbeatTimeout: 0s}",
+			want: []string{`spec.limits.heartbeatTimeout: Invalid value: "0s": must be a positive duration such as 30s or 1m30s`},
+		},
+		{
+			name: "negative connection limit",
+			spec: "limits: {maxConnections: -1}",
+			want: []string{`spec.limits.maxConnections: Invalid value: -1: spec.limits.maxConnections in body should be greater than or equal to 0`},
+		},
+		{
+			name: "packet size below the frame header",
+			spec: "limits: {maxPacketSize: 10}",
+			want: []string{`spec.limits.maxPacketSize: Invalid value: 10: spec.limits.maxPacketSize in body should be greater than or equal to 64`},
+		},
+		{
+			name: "negative rate limit burst",
+			spec: "limits: {rateLimit: {burst: -5}}",
+			want: []string{`spec.limits.rateLimit.burst: Invalid value: -5: spec.limits.rateLimit.burst in body should be greater than or equal to 0`},
+		},
+		{
+			name: "service type ExternalName",
+			spec: "service: {type: ExternalName}",
+			want: []string{`spec.service.type: Unsupported value: "ExternalName": supported values: "ClusterIP", "NodePort", "LoadBalancer"`},
+		},
+		{
+			name: "load balancer source range that is not a CIDR",
+			spec: "service: {loadBalancerSourceRanges: [0.0.0.0]}",
+			want: []string{`spec.service.loadBalancerSourceRanges: Invalid value: every entry must be a CIDR such as 203.0.113.0/24`},
+		},
+		{
+			name: "negative replicas",
+			spec: "replicas: -1",
+			want: []string{`spec.replicas: Invalid value: -1: spec.replicas in body should be greater than or equal to 0`},
+		},
+		{
+			name: "pod labels overriding the selector",
+			spec: "pod: {labels: {app.kubernetes.io/instance: other}}",
+			want: []string{`spec.pod.labels: Invalid value: must not set the selector labels app.kubernetes.io/name or app.kubernetes.io/instance`},
+		},
+		{
+			name: "monitoring interval that is not a Prometheus duration",
+			spec: "monitoring: {serviceMonitor: true, interval: 5 minutes}",
+			want: []string{`spec.monitoring.interval: Invalid value: "5 minutes": spec.monitoring.interval in body should match`},
+		},
+		{
+			name:    "name that cannot name a Service",
+			objName: "game.eu",
+			want:    []string{`<nil>: Invalid value: metadata.name must be a DNS label of at most 63 characters starting with a letter (it names the Service)`},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			name := tc.objName
+			if name == "" {
+				name = "bad"
+			}
+			obj := object(t, ns, name, tc.spec)
+			err := c.Create(context.Background(), obj, client.DryRunAll)
+			if err == nil {
+				t.Fatalf("object was accepted, want refusal containing %q", tc.want)
+			}
+			if !apierrors.IsInvalid(err) {
+				t.Fatalf("error is not Invalid: %v", err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not contain %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+// TestValidObjectsAreAccepted sends objects at the edges of the rules that
+// must pass (server-side dry run).
+func TestValidObjectsAreAccepted(t *testing.T) {
+	c := newClient(t)
+	ns := newNamespace(t, c)
+	cases := []struct {
+		name string
+		spec string
+	}{
+		{name: "no spec at all", spec: ""},
+		{name: "disabled transports may share ports", spec: "transports: {tlsTcp: {enabled: false, port: 7777}, wss: {enabled: false, port: 9090}}"},
+		{name: "disabled transport without a port", spec: "transports: {tlsTcp: {enabled: false}}"},
+		{name: "only a TLS transport", spec: "transports: {tcp: {enabled: false}, websocket: {enabled: false}, tlsTcp: {enabled: true, port: 443}, tls: {secretName: game-tls}}"},
+		{name: "token mode without a signing key secret (the operator generates one)", spec: "auth: {mode: token}"},
+		{name: "token mode with a signing key secret", spec: "auth: {mode: token, signingKeySecretName: game-key, reconnectTokenLifetime: 10m}"},
+		{name: "autoscaling disabled needs no bounds", spec: "autoscaling: {enabled: false}"},
+		{name: "autoscaling with equal bounds", spec: "autoscaling: {enabled: true, minReplicas: 3, maxReplicas: 3, targetSessionsPerPod: 1}"},
+		{name: "disruption budget with a percentage", spec: "disruptionBudget: {enabled: true, minAvailable: 50%}"},
+		{name: "disruption budget with no bound", spec: "disruptionBudget: {enabled: true}"},
+		{name: "fractional and compound durations", spec: "drainTimeout: 1m30s\nlimits: {heartbeatTimeout: 1.5s, writeTimeout: 250ms}"},
+		{name: "IPv6 CIDRs", spec: "limits: {perIPExempt: ['::1/128', 'fd00::/8']}"},
+		{name: "ClusterIP service", spec: "service: {type: ClusterIP}"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			obj := object(t, ns, "good", tc.spec)
+			if err := c.Create(context.Background(), obj, client.DryRunAll); err != nil {
+				t.Fatalf("object was refused: %v", err)
+			}
+		})
+	}
+}
