@@ -1,0 +1,187 @@
+// Command playhouse-operator runs the PlayHouseServer controller: it turns each
+// PlayHouseServer custom resource into a fleet of session-engine pods and keeps
+// it converged.
+//
+// Usage:
+//
+//	playhouse-operator [--metrics-bind-address :8080] [--metrics-secure]
+//	                   [--health-probe-bind-address :8081] [--leader-elect]
+//	                   [--default-image IMAGE] [--session-resync-interval 30s]
+//	                   [--log-level info] [--log-format json]
+package main
+
+import (
+	"crypto/tls"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	playhousev1alpha1 "github.com/playhouse-k8s/playhouse/api/v1alpha1"
+	"github.com/playhouse-k8s/playhouse/controllers"
+)
+
+// leaderElectionID names the Lease the operator replicas compete for.
+const leaderElectionID = "playhouse-operator.playhouse.dev"
+
+// options are the command-line flags.
+type options struct {
+	metricsAddr         string
+	metricsSecure       bool
+	enableHTTP2         bool
+	probeAddr           string
+	leaderElect         bool
+	defaultImage        string
+	sessionResync       time.Duration
+	sessionReadTimeout  time.Duration
+	maxConcurrentRecons int
+	logLevel            string
+	logFormat           string
+}
+
+func main() {
+	var o options
+	fs := flag.CommandLine
+	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080",
+		`Address of the metrics endpoint; "0" disables it.`)
+	fs.BoolVar(&o.metricsSecure, "metrics-secure", false,
+		"Serve metrics over HTTPS with Kubernetes authentication and authorization (needs the RBAC for TokenReviews and SubjectAccessReviews).")
+	fs.BoolVar(&o.enableHTTP2, "enable-http2", false,
+		"Allow HTTP/2 on the metrics server. Off by default: HTTP/2 Rapid Reset and Stream Cancellation (CVE-2023-44487, CVE-2023-39325).")
+	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081",
+		"Address of the /healthz and /readyz probe endpoint.")
+	fs.BoolVar(&o.leaderElect, "leader-elect", false,
+		"Elect a leader among operator replicas so only one reconciles at a time.")
+	fs.StringVar(&o.defaultImage, "default-image", controllers.DefaultImage,
+		"Server image used by PlayHouseServers that do not set spec.image.")
+	fs.DurationVar(&o.sessionResync, "session-resync-interval", controllers.DefaultResyncInterval,
+		"How often each ready pod's live session count is read to refresh its pod-deletion-cost and status.sessions.")
+	fs.DurationVar(&o.sessionReadTimeout, "session-read-timeout", controllers.DefaultSessionReadTimeout,
+		"Timeout of one request to a pod's /status endpoint.")
+	fs.IntVar(&o.maxConcurrentRecons, "max-concurrent-reconciles", 2,
+		"PlayHouseServers reconciled in parallel.")
+	fs.StringVar(&o.logLevel, "log-level", "info",
+		"Log level: debug, info, warn, error, or a logr verbosity such as 2.")
+	fs.StringVar(&o.logFormat, "log-format", "json", "Log format: json or text.")
+	flag.Parse()
+
+	if err := run(&o); err != nil {
+		fmt.Fprintln(os.Stderr, "playhouse-operator:", err)
+		os.Exit(1)
+	}
+}
+
+// run builds the manager and blocks until it stops (on SIGTERM or SIGINT).
+func run(o *options) error {
+	logger, err := newLogger(o.logLevel, o.logFormat)
+	if err != nil {
+		return err
+	}
+	ctrl.SetLogger(logger)
+	log := ctrl.Log.WithName("setup")
+	if o.sessionResync <= 0 {
+		return fmt.Errorf("--session-resync-interval must be positive, got %s", o.sessionResync)
+	}
+
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(playhousev1alpha1.AddToScheme(scheme))
+
+	var tlsOpts []func(*tls.Config)
+	if !o.enableHTTP2 {
+		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
+	}
+	metricsOpts := metricsserver.Options{
+		BindAddress:   o.metricsAddr,
+		SecureServing: o.metricsSecure,
+		TLSOpts:       tlsOpts,
+	}
+	if o.metricsSecure {
+		// Only callers allowed to GET /metrics (per RBAC) may scrape.
+		metricsOpts.FilterProvider = metricsAuthFilter
+	}
+
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("load kubeconfig: %w", err)
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                        scheme,
+		Metrics:                       metricsOpts,
+		HealthProbeBindAddress:        o.probeAddr,
+		LeaderElection:                o.leaderElect,
+		LeaderElectionID:              leaderElectionID,
+		LeaderElectionReleaseOnCancel: true,
+		Cache:                         cache.Options{ByObject: controllers.CacheByObject()},
+	})
+	if err != nil {
+		return fmt.Errorf("create manager: %w", err)
+	}
+
+	r := controllers.NewPlayHouseServerReconciler(mgr, controllers.Options{
+		DefaultImage:   o.defaultImage,
+		ResyncInterval: o.sessionResync,
+		Sessions:       controllers.NewHTTPSessionReader(o.sessionReadTimeout),
+
+		MaxConcurrentReconciles: o.maxConcurrentRecons,
+	})
+	if err := r.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return fmt.Errorf("add health check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return fmt.Errorf("add ready check: %w", err)
+	}
+
+	log.Info("starting manager", "defaultImage", o.defaultImage, "sessionResync", o.sessionResync,
+		"leaderElection", o.leaderElect, "metrics", o.metricsAddr, "metricsSecure", o.metricsSecure)
+	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+		return fmt.Errorf("run manager: %w", err)
+	}
+	return nil
+}
+
+// newLogger builds the operator's logger on log/slog. logr verbosity V(n)
+// maps to slog level -n, so "debug" shows V(1) through V(4).
+func newLogger(level, format string) (logr.Logger, error) {
+	var lvl slog.Level
+	switch level {
+	case "debug":
+		lvl = slog.LevelDebug
+	case "info":
+		lvl = slog.LevelInfo
+	case "warn":
+		lvl = slog.LevelWarn
+	case "error":
+		lvl = slog.LevelError
+	default:
+		v, err := strconv.Atoi(level)
+		if err != nil || v < 0 {
+			return logr.Logger{}, fmt.Errorf("--log-level: want debug, info, warn, error or a verbosity >= 0, got %q", level)
+		}
+		lvl = slog.Level(-v)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "json":
+		return logr.FromSlogHandler(slog.NewJSONHandler(os.Stderr, opts)), nil
+	case "text":
+		return logr.FromSlogHandler(slog.NewTextHandler(os.Stderr, opts)), nil
+	default:
+		return logr.Logger{}, fmt.Errorf("--log-format: want json or text, got %q", format)
+	}
+}

@@ -1,0 +1,368 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+
+	playhousev1alpha1 "github.com/playhouse-k8s/playhouse/api/v1alpha1"
+)
+
+// faults injects API errors into a client and counts its writes.
+type faults struct {
+	mu sync.Mutex
+	// applyErrs maps a kind to the errors its next applies return, in order.
+	applyErrs map[string][]error
+	// statusErrs are the errors the next status patches return, in order.
+	statusErrs []error
+	// writes counts every write call that reached the API server, by verb.
+	writes map[string]int
+}
+
+func newFaults() *faults {
+	return &faults{applyErrs: map[string][]error{}, writes: map[string]int{}}
+}
+
+// next pops the next injected error of a queue.
+func next(q *[]error) error {
+	if len(*q) == 0 {
+		return nil
+	}
+	err := (*q)[0]
+	*q = (*q)[1:]
+	return err
+}
+
+func (f *faults) failApply(kind string, errs ...error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.applyErrs[kind] = append(f.applyErrs[kind], errs...)
+}
+
+func (f *faults) failStatus(errs ...error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.statusErrs = append(f.statusErrs, errs...)
+}
+
+func (f *faults) count(verb string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.writes[verb]++
+}
+
+// resetWrites returns the write counts so far and starts over.
+func (f *faults) resetWrites() map[string]int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	w := f.writes
+	f.writes = map[string]int{}
+	return w
+}
+
+// wrap returns c with the faults injected.
+func (f *faults) wrap(c client.WithWatch) client.WithWatch {
+	return interceptor.NewClient(c, interceptor.Funcs{
+		Apply: func(ctx context.Context, c client.WithWatch, obj runtime.ApplyConfiguration, opts ...client.ApplyOption) error {
+			kind := ""
+			if k, ok := obj.(interface{ GetKind() string }); ok {
+				kind = k.GetKind()
+			}
+			f.mu.Lock()
+			q := f.applyErrs[kind]
+			err := next(&q)
+			f.applyErrs[kind] = q
+			f.mu.Unlock()
+			if err != nil {
+				return err
+			}
+			f.count("apply")
+			return c.Apply(ctx, obj, opts...)
+		},
+		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+			f.count("create")
+			return c.Create(ctx, obj, opts...)
+		},
+		Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
+			f.count("update")
+			return c.Update(ctx, obj, opts...)
+		},
+		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+			f.count("patch")
+			return c.Patch(ctx, obj, patch, opts...)
+		},
+		Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
+			f.count("delete")
+			return c.Delete(ctx, obj, opts...)
+		},
+		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+			f.mu.Lock()
+			err := next(&f.statusErrs)
+			f.mu.Unlock()
+			if err != nil {
+				return err
+			}
+			f.count("status-patch")
+			return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
+		},
+	})
+}
+
+// directReconciler builds a reconciler that talks to the API server without a
+// cache, through f, for a test that calls Reconcile itself.
+func (s *suite) directReconciler(f *faults, sessions SessionReader) (*PlayHouseServerReconciler, *events.FakeRecorder) {
+	c := f.wrap(s.c)
+	rec := events.NewFakeRecorder(1000)
+	return &PlayHouseServerReconciler{
+		Client:         c,
+		APIReader:      c,
+		Scheme:         s.scheme,
+		RESTMapper:     s.mgr.GetRESTMapper(),
+		Recorder:       rec,
+		Sessions:       sessions,
+		DefaultImage:   "playhouse:test",
+		ResyncInterval: testResync,
+	}, rec
+}
+
+// directPHS is a PlayHouseServer the suite's manager ignores, with every
+// optional child turned on.
+func directPHS(ns, name string) *playhousev1alpha1.PlayHouseServer {
+	p := minimalPHS(ns, name)
+	p.Labels = map[string]string{directLabel: "true"}
+	p.Spec.Autoscaling = playhousev1alpha1.AutoscalingSpec{Enabled: true, MaxReplicas: 4, TargetSessionsPerPod: 100}
+	p.Spec.DisruptionBudget.Enabled = true
+	p.Spec.Monitoring.ServiceMonitor = true
+	return p
+}
+
+// resourceVersions reads the resourceVersion of the PlayHouseServer, every
+// child it can have and the given pods ("" for those that do not exist).
+func (s *suite) resourceVersions(t *testing.T, phs *playhousev1alpha1.PlayHouseServer, pods ...string) map[string]string {
+	t.Helper()
+	ns, name := phs.Namespace, phs.Name
+	objs := map[string]struct {
+		obj  client.Object
+		name string
+	}{
+		"PlayHouseServer": {&playhousev1alpha1.PlayHouseServer{}, name},
+		"ConfigMap":       {&corev1.ConfigMap{}, name + "-config"},
+		"Secret":          {&corev1.Secret{}, name + "-signing-key"},
+		"Service":         {&corev1.Service{}, name},
+		"MetricsService":  {&corev1.Service{}, name + "-metrics"},
+		"Deployment":      {&appsv1.Deployment{}, name},
+		"HPA":             {&autoscalingv2.HorizontalPodAutoscaler{}, name},
+		"PDB":             {&policyv1.PodDisruptionBudget{}, name},
+	}
+	for _, p := range pods {
+		objs["Pod/"+p] = struct {
+			obj  client.Object
+			name string
+		}{&corev1.Pod{}, p}
+	}
+	out := map[string]string{}
+	for k, o := range objs {
+		ok, err := s.get(o.obj, ns, o.name)
+		if err != nil {
+			t.Fatalf("get %s: %v", k, err)
+		}
+		if ok {
+			out[k] = o.obj.GetResourceVersion()
+		}
+	}
+	return out
+}
+
+func TestReconcileIsIdempotent(t *testing.T) {
+	s := envOrSkip(t)
+	ns := s.newNamespace(t)
+	phs := s.create(t, directPHS(ns, "idem"))
+	sessions := newFakeSessions()
+	f := newFaults()
+	r, _ := s.directReconciler(f, sessions)
+	req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(phs)}
+	ctx := context.Background()
+
+	pod := newServerPod(t, s, phs, "idem-a", "10.2.0.1", true)
+	sessions.set(ns+"/idem-a", 5)
+
+	res, err := r.Reconcile(ctx, req)
+	if err != nil {
+		t.Fatalf("first reconcile: %v", err)
+	}
+	if res.RequeueAfter != testResync {
+		t.Errorf("requeue after %s, want the resync interval %s", res.RequeueAfter, testResync)
+	}
+	first := s.resourceVersions(t, phs, pod.Name)
+	for _, k := range []string{"ConfigMap", "Secret", "Service", "MetricsService", "Deployment", "HPA", "PDB"} {
+		if first[k] == "" {
+			t.Errorf("%s not created by the first reconcile", k)
+		}
+	}
+	if c, _ := s.podCost(pod); c != "5" {
+		t.Errorf("deletion cost %q after the first reconcile", c)
+	}
+	f.resetWrites()
+
+	for pass := 2; pass <= 3; pass++ {
+		if _, err := r.Reconcile(ctx, req); err != nil {
+			t.Fatalf("reconcile %d: %v", pass, err)
+		}
+		again := s.resourceVersions(t, phs, pod.Name)
+		for k, rv := range first {
+			if again[k] != rv {
+				t.Errorf("pass %d rewrote %s (resourceVersion %s -> %s)", pass, k, rv, again[k])
+			}
+		}
+		// Server-side applies are sent (and are no-ops); nothing else is.
+		for verb, n := range f.resetWrites() {
+			if verb != "apply" {
+				t.Errorf("pass %d made %d %s calls", pass, n, verb)
+			}
+		}
+	}
+}
+
+// checkStatusCoherent fails when the stored status claims more than what
+// happened: observedGeneration at the current generation while Degraded, or
+// Degraded=False without the generation observed.
+func checkStatusCoherent(t *testing.T, s *suite, phs *playhousev1alpha1.PlayHouseServer) *playhousev1alpha1.PlayHouseServer {
+	t.Helper()
+	got := &playhousev1alpha1.PlayHouseServer{}
+	if _, err := s.get(got, phs.Namespace, phs.Name); err != nil {
+		t.Fatal(err)
+	}
+	d := condition(got, ConditionDegraded)
+	observed := got.Status.ObservedGeneration == got.Generation
+	switch {
+	case d == nil:
+		if observed {
+			t.Errorf("observedGeneration %d without a Degraded condition", got.Status.ObservedGeneration)
+		}
+	case d.Status == metav1.ConditionTrue && observed:
+		t.Errorf("status observes generation %d but is Degraded: %s", got.Generation, d.Message)
+	case d.Status == metav1.ConditionFalse && d.ObservedGeneration == got.Generation && !observed:
+		t.Errorf("Degraded=False for generation %d but observedGeneration is %d", got.Generation, got.Status.ObservedGeneration)
+	}
+	return got
+}
+
+func TestReconcileConvergesThroughAPIFaults(t *testing.T) {
+	s := envOrSkip(t)
+	ns := s.newNamespace(t)
+	phs := s.create(t, directPHS(ns, "faulty"))
+	f := newFaults()
+	r, rec := s.directReconciler(f, newFakeSessions())
+	req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(phs)}
+	ctx := context.Background()
+
+	conflict := apierrors.NewConflict(schema.GroupResource{Resource: "services"}, "faulty", errors.New("injected conflict"))
+	timeout := apierrors.NewTimeoutError("injected timeout", 1)
+	f.failApply("Service", conflict)
+	f.failApply("Deployment", timeout, timeout)
+	f.failApply("HorizontalPodAutoscaler", context.DeadlineExceeded)
+	f.failStatus(apierrors.NewConflict(schema.GroupResource{Group: "playhouse.dev", Resource: "playhouseservers"}, "faulty", errors.New("injected conflict")))
+
+	// Each failing pass returns its error; the stored status stays coherent.
+	var failures []string
+	var prev *playhousev1alpha1.PlayHouseServer
+	for pass := 1; ; pass++ {
+		if pass > 10 {
+			t.Fatalf("no convergence after 10 passes; failures: %v", failures)
+		}
+		before := checkStatusCoherent(t, s, phs)
+		_, err := r.Reconcile(ctx, req)
+		got := checkStatusCoherent(t, s, phs)
+		if err == nil {
+			prev = got
+			break
+		}
+		failures = append(failures, err.Error())
+		if strings.Contains(err.Error(), "patch status") {
+			// The status patch itself failed: nothing of this pass was written.
+			if !equality.Semantic.DeepEqual(before.Status, got.Status) {
+				t.Errorf("pass %d: failed status patch changed the status:\n%+v\n%+v", pass, before.Status, got.Status)
+			}
+			continue
+		}
+		d := condition(got, ConditionDegraded)
+		if d == nil || d.Status != metav1.ConditionTrue || d.Reason != ReasonApplyFailed || !strings.Contains(d.Message, "injected") &&
+			!strings.Contains(d.Message, "deadline") {
+			t.Errorf("pass %d failed with %q but Degraded is %+v", pass, err, d)
+		}
+	}
+	// Pass 1 fails twice over (the Service apply, then its status patch),
+	// then the Deployment twice and the HPA once.
+	if len(failures) != 4 {
+		t.Errorf("want 4 failed passes, got %d: %v", len(failures), failures)
+	}
+
+	// Converged: everything applied, the generation observed, not degraded.
+	if prev.Status.ObservedGeneration != prev.Generation {
+		t.Errorf("observedGeneration %d, want %d", prev.Status.ObservedGeneration, prev.Generation)
+	}
+	if d := condition(prev, ConditionDegraded); d == nil || d.Status != metav1.ConditionFalse {
+		t.Errorf("Degraded after convergence: %+v", d)
+	}
+	if prev.Status.Endpoint == "" || condition(prev, ConditionReady) == nil {
+		t.Errorf("status incomplete after convergence: %+v", prev.Status)
+	}
+	rvs := s.resourceVersions(t, phs)
+	for _, k := range []string{"ConfigMap", "Secret", "Service", "MetricsService", "Deployment", "HPA", "PDB"} {
+		if rvs[k] == "" {
+			t.Errorf("%s missing after convergence", k)
+		}
+	}
+
+	// The failures were reported as events.
+	warnings := 0
+	for len(rec.Events) > 0 {
+		if e := <-rec.Events; strings.HasPrefix(e, "Warning "+ReasonApplyFailed) {
+			warnings++
+		}
+	}
+	if warnings != 4 {
+		t.Errorf("%d ApplyFailed warning events, want 4", warnings)
+	}
+
+	// A later spec change whose status patch fails twice: the old status
+	// stays in place until a pass writes the new one whole.
+	updateSpec(t, s, phs, func(p *playhousev1alpha1.PlayHouseServer) { p.Spec.Autoscaling.MaxReplicas = 6 })
+	f.failStatus(context.DeadlineExceeded, apierrors.NewServerTimeout(schema.GroupResource{Resource: "playhouseservers"}, "patch", 1))
+	for range 2 {
+		if _, err := r.Reconcile(ctx, req); err == nil {
+			t.Fatal("reconcile succeeded although its status patch failed")
+		}
+		got := checkStatusCoherent(t, s, phs)
+		if !equality.Semantic.DeepEqual(got.Status, prev.Status) {
+			t.Errorf("status changed although its patch failed:\n%+v\n%+v", prev.Status, got.Status)
+		}
+	}
+	if _, err := r.Reconcile(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	got := checkStatusCoherent(t, s, phs)
+	if got.Status.ObservedGeneration != got.Generation || got.Generation == prev.Generation {
+		t.Errorf("observedGeneration %d, generation %d (was %d)", got.Status.ObservedGeneration, got.Generation, prev.Generation)
+	}
+	hpa := &autoscalingv2.HorizontalPodAutoscaler{}
+	if _, err := s.get(hpa, ns, "faulty"); err != nil || hpa.Spec.MaxReplicas != 6 {
+		t.Errorf("HPA maxReplicas %d (%v), want 6", hpa.Spec.MaxReplicas, err)
+	}
+}
