@@ -392,13 +392,17 @@ func TestConfigHash(t *testing.T) {
 		t.Fatal("hash is not stable for the same spec")
 	}
 	changes := map[string]func(p *playhousev1alpha1.PlayHouseServer){
-		"limit":        func(p *playhousev1alpha1.PlayHouseServer) { p.Spec.Limits.MaxConnections = 42 },
-		"port":         func(p *playhousev1alpha1.PlayHouseServer) { p.Spec.Transports.TCP.Port = 7000 },
-		"drain":        func(p *playhousev1alpha1.PlayHouseServer) { p.Spec.DrainTimeout = &metav1.Duration{Duration: time.Minute} },
-		"tls secret":   func(p *playhousev1alpha1.PlayHouseServer) { withTLS(p) },
-		"signing key":  func(p *playhousev1alpha1.PlayHouseServer) { p.Spec.Auth.SigningKeySecretName = "other" },
-		"auth mode":    func(p *playhousev1alpha1.PlayHouseServer) { p.Spec.Auth.Mode = "token" },
-		"allowed orgs": func(p *playhousev1alpha1.PlayHouseServer) { p.Spec.Transports.WebSocket.AllowedOrigins = []string{"https://a"} },
+		"limit": func(p *playhousev1alpha1.PlayHouseServer) { p.Spec.Limits.MaxConnections = 42 },
+		"port":  func(p *playhousev1alpha1.PlayHouseServer) { p.Spec.Transports.TCP.Port = 7000 },
+		"drain": func(p *playhousev1alpha1.PlayHouseServer) {
+			p.Spec.DrainTimeout = &metav1.Duration{Duration: time.Minute}
+		},
+		"tls secret":  func(p *playhousev1alpha1.PlayHouseServer) { withTLS(p) },
+		"signing key": func(p *playhousev1alpha1.PlayHouseServer) { p.Spec.Auth.SigningKeySecretName = "other" },
+		"auth mode":   func(p *playhousev1alpha1.PlayHouseServer) { p.Spec.Auth.Mode = "token" },
+		"allowed orgs": func(p *playhousev1alpha1.PlayHouseServer) {
+			p.Spec.Transports.WebSocket.AllowedOrigins = []string{"https://a"}
+		},
 	}
 	for name, change := range changes {
 		p := newPHS()
