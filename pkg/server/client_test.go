@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,7 +16,7 @@ import (
 )
 
 // TestEchoWithGoClient runs the echo app against the Go client: one request,
-// then many in flight on one session, over TCP and TLS-TCP.
+// then many in flight on one session, over each transport.
 func TestEchoWithGoClient(t *testing.T) {
 	c, certs := testConfig(t)
 	srv := startServer(t, c)
@@ -28,9 +29,17 @@ func TestEchoWithGoClient(t *testing.T) {
 	}{
 		{"tcp", srv.Addr(transport.KindTCP).String(), client.Options{}},
 		{"tls", srv.Addr(transport.KindTLSTCP).String(), client.Options{TLSConfig: certs.ClientConfig()}},
+		{"ws", wsURL("ws", srv.Addr(transport.KindWebSocket)), client.Options{}},
+		{"wss", wsURL("wss", srv.Addr(transport.KindWSS)), client.Options{TLSConfig: certs.ClientConfig()}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cl, err := client.Dial(ctx, tc.addr, tc.opts)
+			var cl *client.Client
+			var err error
+			if strings.HasPrefix(tc.addr, "ws") {
+				cl, err = client.DialWebSocket(ctx, tc.addr, nil, tc.opts)
+			} else {
+				cl, err = client.Dial(ctx, tc.addr, tc.opts)
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
