@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -258,6 +259,11 @@ func (r *PlayHouseServerReconciler) reconcileChildren(ctx context.Context, phs *
 		return fail(err)
 	}
 	obs.service = svc
+	if ds.deployment.Spec.Replicas == nil {
+		if err := r.handOverReplicas(ctx, phs); err != nil {
+			return fail(err)
+		}
+	}
 	dep := &appsv1.Deployment{}
 	if err := r.apply(ctx, phs, ds.deployment, dep); err != nil {
 		return fail(err)
@@ -284,6 +290,59 @@ func (r *PlayHouseServerReconciler) reconcileChildren(ctx context.Context, phs *
 		return fail(err)
 	}
 	return nil
+}
+
+// handoverFieldManager keeps a Deployment's replica count while ownership of
+// spec.replicas passes from the operator to the HorizontalPodAutoscaler.
+const handoverFieldManager = "playhouse-operator-handover"
+
+// handOverReplicas runs before the operator stops applying spec.replicas
+// (autoscaling was just turned on). Dropping a field it alone owns would make
+// server-side apply remove it, and the API server would default the
+// Deployment to one replica, draining every other pod. So the current count is
+// first applied under a second field manager, which keeps owning it after the
+// operator lets go, until the autoscaler writes its own count. This is the
+// ownership transfer the Kubernetes server-side apply documentation gives for
+// handing replicas to an HPA.
+func (r *PlayHouseServerReconciler) handOverReplicas(ctx context.Context, phs *playhousev1alpha1.PlayHouseServer) error {
+	live := &appsv1.Deployment{}
+	if err := r.Client.Get(ctx, client.ObjectKeyFromObject(phs), live); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("get Deployment %s: %w", phs.Name, err)
+	}
+	if live.Spec.Replicas == nil || !appliesReplicas(live.ManagedFields) {
+		return nil
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "apps/v1",
+		"kind":       "Deployment",
+		"metadata":   map[string]any{"name": live.Name, "namespace": live.Namespace},
+		"spec":       map[string]any{"replicas": int64(*live.Spec.Replicas)},
+	}}
+	if err := r.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(handoverFieldManager)); err != nil {
+		return fmt.Errorf("hand Deployment %s replicas over to the autoscaler: %w", phs.Name, err)
+	}
+	logf.FromContext(ctx).Info("handing Deployment replicas over to the autoscaler", "replicas", *live.Spec.Replicas)
+	return nil
+}
+
+// appliesReplicas reports whether the operator's apply owns spec.replicas.
+func appliesReplicas(mfs []metav1.ManagedFieldsEntry) bool {
+	for _, mf := range mfs {
+		if mf.Manager != FieldManager || mf.Operation != metav1.ManagedFieldsOperationApply || mf.FieldsV1 == nil {
+			continue
+		}
+		var fields map[string]map[string]any
+		if err := json.Unmarshal(mf.FieldsV1.Raw, &fields); err != nil {
+			continue
+		}
+		if _, ok := fields["f:spec"]["f:replicas"]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 // observeExisting reads the current Deployment and Service, for the status of
@@ -571,6 +630,9 @@ func (r *PlayHouseServerReconciler) patchStatus(ctx context.Context, phs *playho
 	base := phs.DeepCopy()
 	phs.Status = st
 	if err := r.Client.Status().Patch(ctx, phs, client.MergeFrom(base), client.FieldOwner(FieldManager)); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil // deleted meanwhile; its children go with it
+		}
 		return fmt.Errorf("patch status of PlayHouseServer %s/%s: %w", phs.Namespace, phs.Name, err)
 	}
 	return nil

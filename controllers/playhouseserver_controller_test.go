@@ -677,3 +677,50 @@ func readSamples(t *testing.T, path string) []*playhousev1alpha1.PlayHouseServer
 		out = append(out, phs)
 	}
 }
+
+func TestAutoscalingKeepsReplicasOnHandover(t *testing.T) {
+	s := envOrSkip(t)
+	ns := s.newNamespace(t)
+	phs := minimalPHS(ns, "grow")
+	phs.Spec.Replicas = ptr.To(int32(3))
+	s.create(t, phs)
+	dep := &appsv1.Deployment{}
+	waitFor(t, "Deployment with 3 replicas", func() (bool, error) {
+		_, err := s.get(dep, ns, "grow")
+		return ptr.Deref(dep.Spec.Replicas, 0) == 3, err
+	})
+
+	// Turning autoscaling on must not reset the Deployment to the API
+	// default of one replica while the HPA has not scaled yet.
+	updateSpec(t, s, phs, func(p *playhousev1alpha1.PlayHouseServer) {
+		p.Spec.Autoscaling = playhousev1alpha1.AutoscalingSpec{Enabled: true, MinReplicas: ptr.To(int32(2)), MaxReplicas: 6, TargetSessionsPerPod: 100}
+	})
+	s.waitObserved(t, phs)
+	if ok, err := s.get(&autoscalingv2.HorizontalPodAutoscaler{}, ns, "grow"); !ok {
+		t.Fatalf("HPA missing: %v", err)
+	}
+	if _, err := s.get(dep, ns, "grow"); err != nil {
+		t.Fatal(err)
+	}
+	if got := ptr.Deref(dep.Spec.Replicas, 0); got != 3 {
+		t.Fatalf("replicas %d after autoscaling was enabled, want 3 kept until the HPA decides", got)
+	}
+	if appliesReplicas(dep.ManagedFields) {
+		t.Error("the operator still applies spec.replicas under autoscaling")
+	}
+	// The HPA (played here through the scale subresource) now moves it.
+	scale := &autoscalingv1.Scale{}
+	if err := s.c.SubResource("scale").Get(context.Background(), dep, scale); err != nil {
+		t.Fatal(err)
+	}
+	scale.Spec.Replicas = 5
+	if err := s.c.SubResource("scale").Update(context.Background(), dep, client.WithSubResourceBody(scale)); err != nil {
+		t.Fatal(err)
+	}
+	// Later passes (a spec change forces one) leave the HPA's count alone.
+	updateSpec(t, s, phs, func(p *playhousev1alpha1.PlayHouseServer) { p.Spec.Limits.MaxConnections = 900 })
+	s.waitObserved(t, phs)
+	if _, err := s.get(dep, ns, "grow"); err != nil || ptr.Deref(dep.Spec.Replicas, 0) != 5 {
+		t.Errorf("replicas %v (%v), want the autoscaler's 5", dep.Spec.Replicas, err)
+	}
+}

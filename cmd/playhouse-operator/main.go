@@ -11,9 +11,12 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
+	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"log/slog"
 	"os"
 	"strconv"
@@ -24,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -38,22 +42,43 @@ const leaderElectionID = "playhouse-operator.playhouse.dev"
 
 // options are the command-line flags.
 type options struct {
-	metricsAddr         string
-	metricsSecure       bool
-	enableHTTP2         bool
-	probeAddr           string
-	leaderElect         bool
-	defaultImage        string
-	sessionResync       time.Duration
-	sessionReadTimeout  time.Duration
-	maxConcurrentRecons int
-	logLevel            string
-	logFormat           string
+	metricsAddr             string
+	metricsSecure           bool
+	enableHTTP2             bool
+	probeAddr               string
+	leaderElect             bool
+	leaderElectionNamespace string
+	defaultImage            string
+	sessionResync           time.Duration
+	sessionReadTimeout      time.Duration
+	maxConcurrentRecons     int
+	logLevel                string
+	logFormat               string
 }
 
 func main() {
 	var o options
-	fs := flag.CommandLine
+	bindFlags(flag.CommandLine, &o)
+	flag.Parse()
+
+	err := func() error {
+		if err := setupLogging(&o); err != nil {
+			return err
+		}
+		cfg, err := ctrl.GetConfig()
+		if err != nil {
+			return fmt.Errorf("load kubeconfig: %w", err)
+		}
+		return run(ctrl.SetupSignalHandler(), cfg, &o)
+	}()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "playhouse-operator:", err)
+		os.Exit(1)
+	}
+}
+
+// bindFlags defines the command-line flags on fs, storing into o.
+func bindFlags(fs *flag.FlagSet, o *options) {
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080",
 		`Address of the metrics endpoint; "0" disables it.`)
 	fs.BoolVar(&o.metricsSecure, "metrics-secure", false,
@@ -64,6 +89,8 @@ func main() {
 		"Address of the /healthz and /readyz probe endpoint.")
 	fs.BoolVar(&o.leaderElect, "leader-elect", false,
 		"Elect a leader among operator replicas so only one reconciles at a time.")
+	fs.StringVar(&o.leaderElectionNamespace, "leader-election-namespace", "",
+		"Namespace of the leader election Lease; empty uses the operator's own namespace (required outside a cluster).")
 	fs.StringVar(&o.defaultImage, "default-image", controllers.DefaultImage,
 		"Server image used by PlayHouseServers that do not set spec.image.")
 	fs.DurationVar(&o.sessionResync, "session-resync-interval", controllers.DefaultResyncInterval,
@@ -75,21 +102,21 @@ func main() {
 	fs.StringVar(&o.logLevel, "log-level", "info",
 		"Log level: debug, info, warn, error, or a logr verbosity such as 2.")
 	fs.StringVar(&o.logFormat, "log-format", "json", "Log format: json or text.")
-	flag.Parse()
-
-	if err := run(&o); err != nil {
-		fmt.Fprintln(os.Stderr, "playhouse-operator:", err)
-		os.Exit(1)
-	}
 }
 
-// run builds the manager and blocks until it stops (on SIGTERM or SIGINT).
-func run(o *options) error {
+// setupLogging installs the logger the flags select.
+func setupLogging(o *options) error {
 	logger, err := newLogger(o.logLevel, o.logFormat)
 	if err != nil {
 		return err
 	}
 	ctrl.SetLogger(logger)
+	return nil
+}
+
+// run builds the manager against the cluster of cfg and blocks until ctx
+// ends (main cancels it on SIGTERM or SIGINT).
+func run(ctx context.Context, cfg *rest.Config, o *options) error {
 	log := ctrl.Log.WithName("setup")
 	if o.sessionResync <= 0 {
 		return fmt.Errorf("--session-resync-interval must be positive, got %s", o.sessionResync)
@@ -113,16 +140,13 @@ func run(o *options) error {
 		metricsOpts.FilterProvider = metricsAuthFilter
 	}
 
-	cfg, err := ctrl.GetConfig()
-	if err != nil {
-		return fmt.Errorf("load kubeconfig: %w", err)
-	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
 		Metrics:                       metricsOpts,
 		HealthProbeBindAddress:        o.probeAddr,
 		LeaderElection:                o.leaderElect,
 		LeaderElectionID:              leaderElectionID,
+		LeaderElectionNamespace:       o.leaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
 		Cache:                         cache.Options{ByObject: controllers.CacheByObject()},
 	})
@@ -143,16 +167,29 @@ func run(o *options) error {
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return fmt.Errorf("add health check: %w", err)
 	}
-	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+	if err := mgr.AddReadyzCheck("cache-synced", cacheSynced(mgr)); err != nil {
 		return fmt.Errorf("add ready check: %w", err)
 	}
 
 	log.Info("starting manager", "defaultImage", o.defaultImage, "sessionResync", o.sessionResync,
 		"leaderElection", o.leaderElect, "metrics", o.metricsAddr, "metricsSecure", o.metricsSecure)
-	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("run manager: %w", err)
 	}
 	return nil
+}
+
+// cacheSynced is a readiness check that passes once the manager's informers
+// have synced, so a rollout of the operator waits for a replica that can work.
+func cacheSynced(mgr ctrl.Manager) healthz.Checker {
+	return func(req *http.Request) error {
+		ctx, cancel := context.WithTimeout(req.Context(), 100*time.Millisecond)
+		defer cancel()
+		if !mgr.GetCache().WaitForCacheSync(ctx) {
+			return errors.New("informer caches not synced yet")
+		}
+		return nil
+	}
 }
 
 // newLogger builds the operator's logger on log/slog. logr verbosity V(n)
