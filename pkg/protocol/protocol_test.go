@@ -151,7 +151,7 @@ func TestFrameReaderTruncated(t *testing.T) {
 func TestParseRequestMalformed(t *testing.T) {
 	for _, body := range [][]byte{
 		{},
-		{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},       // MsgIdLen 0
+		{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},        // MsgIdLen 0
 		{5, 'a', 'b', 0, 0, 0, 0, 0, 0, 0, 0, 0}, // MsgIdLen past the end
 	} {
 		if _, _, err := ParseRequest(body, CompactHeader); !errors.Is(err, ErrMalformedHeader) {
