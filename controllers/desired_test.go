@@ -668,6 +668,15 @@ func TestComputeStatus(t *testing.T) {
 			t.Errorf("observedGeneration %d", st.ObservedGeneration)
 		}
 	})
+	t.Run("service monitor skipped", func(t *testing.T) {
+		st := computeStatus(newPHS(), &observation{serviceMonitorSkipped: true})
+		if c := cond(st, ConditionDegraded); c.Status != metav1.ConditionFalse || !strings.Contains(c.Message, "ServiceMonitor skipped") {
+			t.Errorf("Degraded %+v", c)
+		}
+		if st.ObservedGeneration != 3 {
+			t.Errorf("a skipped ServiceMonitor kept the generation from being observed: %d", st.ObservedGeneration)
+		}
+	})
 	t.Run("stuck", func(t *testing.T) {
 		d := dep(2, 1, 2, 1, 2, 4)
 		d.Status.Conditions = []appsv1.DeploymentCondition{{Type: appsv1.DeploymentProgressing, Status: corev1.ConditionFalse, Reason: "ProgressDeadlineExceeded"}}

@@ -286,7 +286,7 @@ func (r *PlayHouseServerReconciler) reconcileChildren(ctx context.Context, phs *
 	if err != nil {
 		return fail(err)
 	}
-	if err := r.reconcileMonitoring(ctx, phs, ds); err != nil {
+	if err := r.reconcileMonitoring(ctx, phs, ds, obs); err != nil {
 		return fail(err)
 	}
 	return nil
@@ -507,8 +507,9 @@ func (r *PlayHouseServerReconciler) getChild(ctx context.Context, key client.Obj
 
 // reconcileMonitoring applies or removes the metrics Service and, when its
 // CRD is installed, the ServiceMonitor. Without the CRD the ServiceMonitor is
-// skipped with a log line: that is a supported setup, not an error.
-func (r *PlayHouseServerReconciler) reconcileMonitoring(ctx context.Context, phs *playhousev1alpha1.PlayHouseServer, ds *desiredSet) error {
+// skipped, and the Degraded=False message says so: that is a supported
+// setup, not an error.
+func (r *PlayHouseServerReconciler) reconcileMonitoring(ctx context.Context, phs *playhousev1alpha1.PlayHouseServer, ds *desiredSet, obs *observation) error {
 	if ds.metricsService != nil {
 		if err := r.apply(ctx, phs, ds.metricsService, nil); err != nil {
 			return err
@@ -531,14 +532,16 @@ func (r *PlayHouseServerReconciler) reconcileMonitoring(ctx context.Context, phs
 		return err
 	}
 	if !installed {
-		logf.FromContext(ctx).Info("ServiceMonitor skipped: the monitoring.coreos.com CRD is not installed")
+		logf.FromContext(ctx).V(1).Info("ServiceMonitor skipped: the monitoring.coreos.com CRD is not installed")
+		obs.serviceMonitorSkipped = true
 		return nil
 	}
 	r.watchServiceMonitors(ctx)
 	err = r.apply(ctx, phs, ds.serviceMonitor, nil)
 	if apierrors.IsNotFound(err) || meta.IsNoMatchError(err) {
 		// The CRD went away after the mapper saw it.
-		logf.FromContext(ctx).Info("ServiceMonitor skipped: the monitoring.coreos.com CRD is gone", "error", err.Error())
+		logf.FromContext(ctx).V(1).Info("ServiceMonitor skipped: the monitoring.coreos.com CRD is gone", "error", err.Error())
+		obs.serviceMonitorSkipped = true
 		return nil
 	}
 	return err

@@ -344,6 +344,18 @@ func TestDeletedOrEditedChildIsRestored(t *testing.T) {
 		_, err := s.get(dep, ns, "heal")
 		return dep.Spec.Template.Spec.Containers[0].Image == wantImage && dep.Spec.Template.Annotations[AnnotationConfigHash] == wantHash, err
 	})
+	waitFor(t, "an Updated event naming the Deployment", func() (bool, error) {
+		evs := &eventsv1.EventList{}
+		if err := s.c.List(ctx, evs, client.InNamespace(ns)); err != nil {
+			return false, err
+		}
+		for _, e := range evs.Items {
+			if e.Reason == "Updated" && e.Regarding.Name == "heal" && e.Related != nil && e.Related.Kind == "Deployment" {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
 
 	cm := &corev1.ConfigMap{}
 	waitFor(t, "ConfigMap", func() (bool, error) { return s.get(cm, ns, "heal-config") })
@@ -418,7 +430,7 @@ func TestServiceMonitorOnlyWithItsCRD(t *testing.T) {
 
 	// Without the CRD: everything else converges, without an error.
 	got := s.waitObserved(t, phs)
-	if c := condition(got, ConditionDegraded); c == nil || c.Status != metav1.ConditionFalse {
+	if c := condition(got, ConditionDegraded); c == nil || c.Status != metav1.ConditionFalse || !strings.Contains(c.Message, "ServiceMonitor skipped") {
 		t.Fatalf("Degraded without the ServiceMonitor CRD: %+v", c)
 	}
 	if ok, err := s.get(&corev1.Service{}, ns, "mon-metrics"); !ok {
@@ -446,6 +458,11 @@ func TestServiceMonitorOnlyWithItsCRD(t *testing.T) {
 		return true, nil
 	})
 	requireController(t, sm, phs)
+	waitFor(t, "the skip note to leave the Degraded message", func() (bool, error) {
+		_, err := s.get(got, ns, "mon")
+		c := condition(got, ConditionDegraded)
+		return c != nil && c.Status == metav1.ConditionFalse && !strings.Contains(c.Message, "skipped"), err
+	})
 	if sm.GetLabels()["release"] != "prom" {
 		t.Errorf("labels %v", sm.GetLabels())
 	}

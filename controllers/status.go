@@ -28,6 +28,9 @@ type observation struct {
 	invalidSpec error
 	// applyErr is the first write that failed.
 	applyErr error
+	// serviceMonitorSkipped is set when monitoring asks for a ServiceMonitor
+	// but the cluster does not serve the kind.
+	serviceMonitorSkipped bool
 }
 
 // succeeded reports whether the pass converged every child.
@@ -100,6 +103,9 @@ func computeStatus(phs *playhousev1alpha1.PlayHouseServer, obs *observation) pla
 	default:
 		degraded.Status, degraded.Reason = metav1.ConditionFalse, ReasonAsExpected
 		degraded.Message = "every child object is applied"
+		if obs.serviceMonitorSkipped {
+			degraded.Message += "; ServiceMonitor skipped: the monitoring.coreos.com CRD is not installed"
+		}
 	}
 	meta.SetStatusCondition(&st.Conditions, degraded)
 
