@@ -100,25 +100,26 @@ func (fr *FrameReader) fail(err error, midFrame bool) error {
 	return err
 }
 
-// fill makes at least need bytes available from fr.start, growing the buffer to
-// at most need bytes beyond its initial size.
+// fill makes at least need bytes available from fr.start. The buffer grows
+// with the data actually received (doubling, capped at need), never straight
+// to a claimed length: a peer that announces a large frame and then stalls
+// holds at most about twice what it really sent.
 func (fr *FrameReader) fill(need int) error {
 	if fr.end-fr.start >= need {
 		return nil
 	}
-	if len(fr.buf)-fr.start < need {
-		if need <= len(fr.buf) {
-			copy(fr.buf, fr.buf[fr.start:fr.end])
-		} else {
-			nb := make([]byte, need)
-			copy(nb, fr.buf[fr.start:fr.end])
-			fr.buf = nb
-		}
+	if len(fr.buf)-fr.start < need && fr.start > 0 {
+		copy(fr.buf, fr.buf[fr.start:fr.end])
 		fr.end -= fr.start
 		fr.start = 0
 	}
 	empty := 0
 	for fr.end-fr.start < need {
+		if fr.end == len(fr.buf) {
+			nb := make([]byte, min(need, 2*len(fr.buf)))
+			copy(nb, fr.buf[:fr.end])
+			fr.buf = nb
+		}
 		n, err := fr.r.Read(fr.buf[fr.end:])
 		fr.end += n
 		if fr.end-fr.start >= need {

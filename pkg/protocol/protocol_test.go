@@ -269,3 +269,34 @@ func TestErrorCodeString(t *testing.T) {
 		t.Error("ErrorCode.String")
 	}
 }
+
+// TestFrameReaderGrowsWithReceivedData: memory follows the bytes received,
+// not the length claimed.
+func TestFrameReaderGrowsWithReceivedData(t *testing.T) {
+	// A peer claims a 2 MiB frame but sends only 10 KiB: the reader must not
+	// have allocated the claimed size.
+	claim := AppendFrame(nil, make([]byte, DefaultMaxPacketSize))
+	fr := NewFrameReader(bytes.NewReader(claim[:LengthSize+10<<10]), DefaultMaxPacketSize)
+	if _, err := fr.Next(); err != io.ErrUnexpectedEOF {
+		t.Fatalf("truncated big frame: %v", err)
+	}
+	if len(fr.buf) > 2*(LengthSize+10<<10) {
+		t.Fatalf("buffer is %d bytes after receiving %d", len(fr.buf), LengthSize+10<<10)
+	}
+	// The whole frame still arrives intact, in small reads.
+	fr = NewFrameReader(iotestHalfReader{bytes.NewReader(claim)}, DefaultMaxPacketSize)
+	body, err := fr.Next()
+	if err != nil || len(body) != DefaultMaxPacketSize {
+		t.Fatalf("big frame: %d bytes, %v", len(body), err)
+	}
+}
+
+// iotestHalfReader returns at most 1000 bytes per Read.
+type iotestHalfReader struct{ r io.Reader }
+
+func (h iotestHalfReader) Read(p []byte) (int, error) {
+	if len(p) > 1000 {
+		p = p[:1000]
+	}
+	return h.r.Read(p)
+}
