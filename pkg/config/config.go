@@ -210,7 +210,9 @@ type RateLimit struct {
 
 // Auth holds authentication options.
 type Auth struct {
-	// Mode is "open" (default) or "token".
+	// Mode is "open" (default: the application decides credentials) or
+	// "token" (every authenticate payload must be a JWT, HS256, signed with
+	// the signing key, whose "sub" names the account).
 	Mode string `json:"mode,omitempty"`
 	// SigningKeyFile holds the HS256 key for reconnect tokens; empty generates
 	// a random per-process key (tokens then work only on this instance).
@@ -419,7 +421,11 @@ func (c Config) Validate() error {
 		}
 	}
 	switch c.Auth.Mode {
-	case AuthModeOpen, AuthModeToken:
+	case AuthModeOpen:
+	case AuthModeToken:
+		if c.Auth.SigningKeyFile == "" {
+			bad("auth.signingKeyFile", "is required in token mode")
+		}
 	default:
 		bad("auth.mode", "must be %q or %q, got %q", AuthModeOpen, AuthModeToken, c.Auth.Mode)
 	}

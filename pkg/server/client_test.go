@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/playhouse-k8s/playhouse/pkg/client"
+	"github.com/playhouse-k8s/playhouse/pkg/config"
 	"github.com/playhouse-k8s/playhouse/pkg/protocol"
 	"github.com/playhouse-k8s/playhouse/pkg/session"
 	"github.com/playhouse-k8s/playhouse/pkg/transport"
@@ -194,5 +196,64 @@ func TestGoClientSeesFailedAuthAndKick(t *testing.T) {
 	}
 	if _, err := second.Request(ctx, "EchoRequest", 0, []byte("x")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSignedTokens covers token mode and tokens in open mode with the real
+// echo app: a token signed with the shared key authenticates its account on
+// any server holding the key; expired, tampered and wrongly-signed tokens get
+// ErrorCode 5 and the connection stays open.
+func TestSignedTokens(t *testing.T) {
+	key := []byte("0123456789abcdef0123456789abcdef")
+	keyFile := t.TempDir() + "/signing-key"
+	if err := os.WriteFile(keyFile, key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	signer, err := session.NewTokens(key, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, _ := signer.Issue("player-7", 42)
+	other, _ := session.NewTokens([]byte("another-key-another-key-another!"), time.Minute)
+	wrongKey, _ := other.Issue("player-7", 42)
+	expiredSigner, _ := session.NewTokens(key, time.Nanosecond)
+	expired, _ := expiredSigner.Issue("player-7", 42)
+	tampered := good[:len(good)-2] + "xx"
+
+	for _, mode := range []string{"token", "open"} {
+		t.Run(mode, func(t *testing.T) {
+			c, _ := testConfig(t)
+			c.Auth = config.Auth{Mode: mode, SigningKeyFile: keyFile, ReconnectTokenLifetime: config.D(time.Minute)}
+			srv := startServer(t, c)
+			ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+			defer cancel()
+			cl, err := client.Dial(ctx, srv.Addr(transport.KindTCP).String(), client.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			for _, bad := range []string{wrongKey, expired, tampered} {
+				resp, err := cl.Authenticate(ctx, "AuthenticateRequest", []byte(bad))
+				if resp == nil || resp.ErrorCode != protocol.AuthenticationFailed {
+					t.Fatalf("bad token accepted: %+v %v", resp, err)
+				}
+			}
+			if mode == "token" {
+				// Plain credentials are not a token: refused in token mode.
+				if resp, _ := cl.Authenticate(ctx, "AuthenticateRequest", []byte("player-7")); resp == nil || resp.ErrorCode != protocol.AuthenticationFailed {
+					t.Fatalf("plain credentials in token mode: %+v", resp)
+				}
+			}
+			if _, err := cl.Authenticate(ctx, "AuthenticateRequest", []byte(good)); err != nil {
+				t.Fatalf("good token: %v", err)
+			}
+			s, ok := srv.Manager().ByAccount("player-7")
+			if !ok || s.StageID() != 42 {
+				t.Fatalf("token account/stage not applied: %v %v", ok, s)
+			}
+			if r, err := cl.Request(ctx, "EchoRequest", 0, []byte("hi")); err != nil || string(r.Payload) != "hi" {
+				t.Fatalf("echo after token auth: %v %v", r, err)
+			}
+		})
 	}
 }

@@ -4,6 +4,7 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,6 +52,29 @@ func AppHandler(name string) (session.Handler, error) {
 	}
 }
 
+// loadTokens reads the signing key, or makes a random one when none is
+// configured (tokens are then valid on this instance only).
+func loadTokens(a config.Auth, log *slog.Logger) (*session.Tokens, error) {
+	var key []byte
+	if a.SigningKeyFile != "" {
+		var err error
+		if key, err = os.ReadFile(a.SigningKeyFile); err != nil {
+			return nil, fmt.Errorf("auth.signingKeyFile: %w", err)
+		}
+	} else {
+		key = make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return nil, fmt.Errorf("generate signing key: %w", err)
+		}
+		log.Info("no auth.signingKeyFile: signed tokens are valid on this instance only")
+	}
+	t, err := session.NewTokens(key, a.ReconnectTokenLifetime.Duration)
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+	return t, nil
+}
+
 // New validates cfg and builds a server around handler (nil: the config's app).
 func New(cfg config.Config, handler session.Handler, log *slog.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
@@ -61,9 +86,6 @@ func New(cfg config.Config, handler session.Handler, log *slog.Logger) (*Server,
 	if cfg.Transports.ProxyProtocol.Enabled {
 		return nil, errors.New("transports.proxyProtocol.enabled: PROXY protocol is not implemented in this build yet")
 	}
-	if cfg.Auth.Mode == config.AuthModeToken {
-		return nil, errors.New("auth.mode: token mode is not implemented in this build yet; use open")
-	}
 	if handler == nil {
 		h, err := AppHandler(cfg.App)
 		if err != nil {
@@ -73,6 +95,9 @@ func New(cfg config.Config, handler session.Handler, log *slog.Logger) (*Server,
 	}
 	opts, err := session.OptionsFromConfig(cfg, handler, log)
 	if err != nil {
+		return nil, err
+	}
+	if opts.Tokens, err = loadTokens(cfg.Auth, log); err != nil {
 		return nil, err
 	}
 	mgr, err := session.NewManager(opts)

@@ -53,6 +53,16 @@ type Options struct {
 	MaxPendingOutboundBytes int
 	// WriteTimeout bounds one socket write (default 5s).
 	WriteTimeout time.Duration
+
+	// Tokens verifies signed tokens (reconnect tokens, and credentials in
+	// token mode). When set, an authenticate payload that is a JWT is checked
+	// by the engine: a valid one authenticates its account without calling
+	// Handler.Authenticate; an expired, tampered or wrongly-signed one fails
+	// with ErrorCode 5.
+	Tokens *Tokens
+	// TokenAuth (auth mode "token") requires every authenticate payload to be
+	// a valid token; Handler.Authenticate is never called. Needs Tokens.
+	TokenAuth bool
 }
 
 // OptionsFromConfig maps a server configuration onto Options.
@@ -76,6 +86,7 @@ func OptionsFromConfig(c config.Config, h Handler, log *slog.Logger) (Options, e
 		MaxPendingOutboundBytes: c.Limits.MaxPendingOutboundBytes,
 		WriteTimeout:            c.Limits.WriteTimeout.Duration,
 		PerIPExempt:             []netip.Prefix{},
+		TokenAuth:               c.Auth.Mode == config.AuthModeToken,
 	}
 	if c.Limits.RateLimit.PacketsPerSecond == 0 {
 		o.RatePerSecond = -1
@@ -136,6 +147,9 @@ func (o *Options) setDefaults() error {
 		for _, s := range d.Limits.PerIPExempt {
 			o.PerIPExempt = append(o.PerIPExempt, netip.MustParsePrefix(s))
 		}
+	}
+	if o.TokenAuth && o.Tokens == nil {
+		return fmt.Errorf("session options: TokenAuth needs Tokens")
 	}
 	if len(o.HeartbeatMsgID) > protocol.MaxMsgIDLen || len(o.AuthenticateMsgID) > protocol.MaxMsgIDLen {
 		return fmt.Errorf("session options: message ids must be at most %d bytes", protocol.MaxMsgIDLen)

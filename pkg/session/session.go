@@ -1,6 +1,7 @@
 package session
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -393,7 +394,7 @@ func (s *Session) authenticate(p *Packet) bool {
 		_ = s.Reply(p, protocol.AlreadyAuthenticated, nil)
 		return true
 	}
-	res := m.opts.Handler.Authenticate(s, p)
+	res := s.authenticateWith(p)
 	replyID := res.ReplyMsgID
 	if replyID == "" {
 		replyID = p.ReplyMsgID()
@@ -422,6 +423,37 @@ func (s *Session) authenticate(p *Packet) bool {
 	}
 	s.authenticated.Store(true)
 	_ = s.ReplyAs(p, replyID, protocol.Success, res.ReplyPayload)
+	return true
+}
+
+// authenticateWith decides an authenticate request: signed tokens are checked
+// by the engine, anything else goes to the application (unless TokenAuth).
+func (s *Session) authenticateWith(p *Packet) AuthResult {
+	m := s.m
+	if m.opts.Tokens != nil && (m.opts.TokenAuth || looksLikeToken(p.Payload)) {
+		claims, err := m.opts.Tokens.Verify(string(p.Payload))
+		if err != nil {
+			m.opts.Logger.Info("token rejected", "session", s.id, "remote", s.remote.String(), "err", err)
+			return AuthResult{ErrorCode: protocol.AuthenticationFailed}
+		}
+		s.SetStageID(claims.StageID)
+		return AuthResult{AccountID: claims.Account}
+	}
+	return m.opts.Handler.Authenticate(s, p)
+}
+
+// looksLikeToken reports whether payload has the shape of a JWT (three
+// base64url segments whose header names an algorithm), so a stale or forged
+// token is refused rather than handed to the application as credentials.
+func looksLikeToken(payload []byte) bool {
+	if len(payload) < 16 || len(payload) > maxTokenSize || bytes.Count(payload, []byte{'.'}) != 2 || !bytes.HasPrefix(payload, []byte("eyJ")) {
+		return false
+	}
+	for _, c := range payload {
+		if !(c == '.' || c == '-' || c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
+			return false
+		}
+	}
 	return true
 }
 
