@@ -15,7 +15,7 @@ import (
 // Condition types reported in PlayHouseServerStatus.Conditions.
 const (
 	// ConditionReady is True when the fleet serves clients: the Deployment has
-	// its desired replicas available and the Service has an endpoint.
+	// at least one ready pod and as many ready pods as it wants.
 	ConditionReady = "Ready"
 	// ConditionProgressing is True while a rollout or scale is under way.
 	ConditionProgressing = "Progressing"
@@ -413,16 +413,20 @@ type RateLimitSpec struct {
 // AuthSpec holds authentication options.
 type AuthSpec struct {
 	// Mode is open (the application decides; the echo app accepts any
-	// non-empty credentials) or token (signed tokens are required).
+	// non-empty credentials) or token (every authenticate payload must be a
+	// JWT, HS256, signed with the signing key, whose "sub" names the account).
+	// In both modes a valid signed token (for example a reconnect token) is
+	// accepted in place of credentials.
 	// +optional
 	// +kubebuilder:default=open
 	// +kubebuilder:validation:Enum=open;token
 	Mode string `json:"mode,omitempty"`
 
 	// SigningKeySecretName names a Secret in the same namespace whose key
-	// "signing-key" holds the HS256 key for tokens. It may be left empty in
-	// token mode: the operator then generates a random 32-byte key once, in
-	// the Secret "<name>-signing-key", and never rotates it by accident.
+	// "signing-key" holds the HS256 key for tokens (at least 16 bytes). When
+	// empty, the operator generates a random 32-byte key once, in the Secret
+	// "<name>-signing-key", and never rotates it by accident, so every pod
+	// of the fleet accepts the tokens the others issue.
 	// +optional
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
@@ -564,8 +568,9 @@ type PlayHouseServerStatus struct {
 	// +optional
 	Sessions int64 `json:"sessions,omitempty"`
 
-	// Endpoint is the client address of the Service (load balancer host or
-	// IP, or the cluster DNS name).
+	// Endpoint is the client address of the Service with its first client
+	// port: the load balancer's IP or host name once assigned, else the
+	// cluster IP (for example "10.0.0.1:7777").
 	// +optional
 	Endpoint string `json:"endpoint,omitempty"`
 
