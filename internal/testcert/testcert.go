@@ -33,6 +33,15 @@ func (b *Bundle) ClientConfig() *tls.Config {
 	return &tls.Config{RootCAs: b.Pool, ServerName: "localhost", MinVersion: tls.VersionTLS12}
 }
 
+// ServerConfig loads the server certificate into a TLS server config.
+func (b *Bundle) ServerConfig() (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(b.CertFile, b.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("load test certificate: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
+
 // Write creates a bundle in dir valid for the given lifetime.
 func Write(dir string, lifetime time.Duration) (*Bundle, error) {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

@@ -3,17 +3,11 @@ package client
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"runtime"
@@ -21,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/playhouse-k8s/playhouse/internal/testcert"
 	"github.com/playhouse-k8s/playhouse/pkg/protocol"
 )
 
@@ -657,9 +652,16 @@ func TestCloseNoGoroutineLeak(t *testing.T) {
 }
 
 func TestTLS(t *testing.T) {
-	serverCfg, pool := selfSignedTLS(t)
+	certs, err := testcert.Write(t.TempDir(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverCfg, err := certs.ServerConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
 	s := newFakeServer(t, withTLS(serverCfg))
-	c := dial(t, s, Options{HeartbeatInterval: -1, TLSConfig: &tls.Config{RootCAs: pool}})
+	c := dial(t, s, Options{HeartbeatInterval: -1, TLSConfig: &tls.Config{RootCAs: certs.Pool}})
 	r, err := c.Request(ctxT(t), "EchoRequest", 1, []byte("secure"))
 	if err != nil || string(r.Payload) != "secure" {
 		t.Fatalf("TLS request: %+v, %v", r, err)
@@ -681,35 +683,4 @@ func TestDialError(t *testing.T) {
 	if _, err := Dial(ctxT(t), addr, Options{}); err == nil {
 		t.Fatal("Dial to a closed port succeeded")
 	}
-}
-
-func selfSignedTLS(t *testing.T) (*tls.Config, *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "playhouse-test"},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IsCA:         true,
-
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}, pool
 }

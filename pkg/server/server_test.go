@@ -15,23 +15,18 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/playhouse-k8s/playhouse/internal/testcert"
+	"github.com/playhouse-k8s/playhouse/internal/testutil"
 	"github.com/playhouse-k8s/playhouse/pkg/config"
 	"github.com/playhouse-k8s/playhouse/pkg/protocol"
 	"github.com/playhouse-k8s/playhouse/pkg/session"
 	"github.com/playhouse-k8s/playhouse/pkg/transport"
 )
 
-const testTimeout = 10 * time.Second
+const testTimeout = testutil.Timeout
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	testutil.WaitFor(t, what, cond)
 }
 
 // testConfig enables every transport on loopback port 0 with a test certificate.

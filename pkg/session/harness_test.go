@@ -10,13 +10,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/playhouse-k8s/playhouse/internal/testutil"
 	"github.com/playhouse-k8s/playhouse/pkg/protocol"
 	"github.com/playhouse-k8s/playhouse/pkg/transport"
 )
 
 // testTimeout bounds every wait in these tests; conditions usually hold in
 // milliseconds, the bound only keeps a broken build from hanging.
-const testTimeout = 10 * time.Second
+const testTimeout = testutil.Timeout
 
 // disconnect records one OnDisconnect call.
 type disconnect struct {
@@ -148,13 +149,7 @@ func (h *harness) waitReason(id uint64) CloseReason {
 // waitFor polls cond until it holds or the test timeout passes.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	testutil.WaitFor(t, what, cond)
 }
 
 // rawClient speaks the protocol over a plain socket, byte by byte if asked.

@@ -13,22 +13,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/playhouse-k8s/playhouse/internal/testutil"
 	"github.com/playhouse-k8s/playhouse/pkg/protocol"
 )
 
-const testTimeout = 10 * time.Second
+const testTimeout = testutil.Timeout
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	testutil.WaitFor(t, what, cond)
 }
 
 // tcpPair returns both ends of a real loopback TCP connection.
