@@ -20,6 +20,7 @@ import (
 
 	"github.com/playhouse-k8s/playhouse/pkg/apps/echo"
 	"github.com/playhouse-k8s/playhouse/pkg/config"
+	"github.com/playhouse-k8s/playhouse/pkg/metrics"
 	"github.com/playhouse-k8s/playhouse/pkg/session"
 	"github.com/playhouse-k8s/playhouse/pkg/transport"
 )
@@ -29,6 +30,8 @@ type Server struct {
 	cfg     config.Config
 	log     *slog.Logger
 	mgr     *session.Manager
+	metrics *metrics.Metrics
+	certExp atomic.Int64 // served certificate's NotAfter, Unix seconds; 0 without TLS
 	started atomic.Bool
 	ready   atomic.Bool
 
@@ -100,11 +103,26 @@ func New(cfg config.Config, handler session.Handler, log *slog.Logger) (*Server,
 	if opts.Tokens, err = loadTokens(cfg.Auth, log); err != nil {
 		return nil, err
 	}
+	met := metrics.New()
+	opts.Observer = met
 	mgr, err := session.NewManager(opts)
 	if err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, log: log, mgr: mgr, listeners: make(map[transport.Kind]net.Listener)}, nil
+	s := &Server{cfg: cfg, log: log, mgr: mgr, metrics: met, listeners: make(map[transport.Kind]net.Listener)}
+	met.Attach(mgr, mgr.Draining, s.certExpiry)
+	return s, nil
+}
+
+// Metrics returns the engine's metrics (served at /metrics on the admin port).
+func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
+
+// certExpiry is the served certificate's expiry, or zero without TLS.
+func (s *Server) certExpiry() time.Time {
+	if v := s.certExp.Load(); v != 0 {
+		return time.Unix(v, 0)
+	}
+	return time.Time{}
 }
 
 // Manager returns the session manager.
@@ -131,6 +149,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 			return fmt.Errorf("load TLS certificate: %w", err)
 		}
 		s.tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		if cert.Leaf != nil {
+			s.certExp.Store(cert.Leaf.NotAfter.Unix())
+		}
 	}
 	for _, l := range []struct {
 		kind    transport.Kind
@@ -331,6 +352,7 @@ func (s *Server) startAdmin() error {
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	mux.Handle("GET /metrics", s.metrics.Handler())
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
 		st := Status{Sessions: s.mgr.Count(), Draining: s.mgr.Draining(), Listeners: map[string]string{}}
 		s.mu.Lock()

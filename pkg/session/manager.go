@@ -34,18 +34,35 @@ type Manager struct {
 
 // stats are the manager's counters, read by Stats and the metrics collector.
 type stats struct {
-	accepted    atomic.Uint64
+	kinds       [len(transport.Kinds) + 1]kindStats // the last one: unknown kinds
 	rejected    [numRejects]atomic.Uint64
-	closed      [numReasons]atomic.Uint64
 	authFailed  atomic.Uint64
 	rateLimited atomic.Uint64
+}
+
+// kindStats are the counters of one transport.
+type kindStats struct {
+	accepted   atomic.Uint64
+	active     atomic.Int64
+	packetsIn  atomic.Uint64
+	bytesIn    atomic.Uint64
+	packetsOut atomic.Uint64
+	bytesOut   atomic.Uint64
+	closed     [numReasons]atomic.Uint64
+}
+
+func (st *stats) kind(k transport.Kind) *kindStats {
+	if i := k.Index(); i >= 0 {
+		return &st.kinds[i]
+	}
+	return &st.kinds[len(transport.Kinds)]
 }
 
 // Stats is a snapshot of the manager's counters.
 type Stats struct {
 	// Active is the number of open sessions.
 	Active int
-	// Accepted counts connections admitted.
+	// Accepted counts connections that became sessions.
 	Accepted uint64
 	// Rejected counts refused connections by reason.
 	Rejected map[RejectReason]uint64
@@ -55,6 +72,34 @@ type Stats struct {
 	AuthFailures uint64
 	// RateLimited counts packets over the rate limit.
 	RateLimited uint64
+	// Transports holds the per-transport counters of every known transport.
+	Transports map[transport.Kind]TransportStats
+}
+
+// TransportStats are the counters of one transport.
+type TransportStats struct {
+	// Active is the number of open sessions.
+	Active int64
+	// Accepted counts connections that became sessions.
+	Accepted uint64
+	// PacketsIn and BytesIn count inbound frames and their bytes (prefix included).
+	PacketsIn, BytesIn uint64
+	// PacketsOut and BytesOut count frames and bytes written to clients.
+	PacketsOut, BytesOut uint64
+	// Closed counts ended sessions by reason.
+	Closed map[CloseReason]uint64
+}
+
+// Observer receives per-packet measurements, for histograms. Its methods are
+// called on the hot path and must be fast and safe for concurrent use.
+type Observer interface {
+	// PacketReceived is called with each inbound frame's size (prefix included).
+	PacketReceived(bytes int)
+	// PacketSent is called with each outbound frame's size (prefix included)
+	// when it is queued.
+	PacketSent(bytes int)
+	// HandlerDone is called with the time Handler.OnPacket took.
+	HandlerDone(d time.Duration)
 }
 
 // NewManager returns a manager; see Options for defaults.
@@ -177,8 +222,8 @@ func (m *Manager) Serve(c transport.Conn, adm *Admission) {
 		}
 	}
 	defer adm.Release()
-	m.stats.accepted.Add(1)
 	s := m.newSession(c)
+	s.ks.accepted.Add(1)
 	m.wg.Add(1)
 	defer m.wg.Done()
 	s.run()
@@ -304,20 +349,34 @@ func (m *Manager) Wait(ctx context.Context) error {
 func (m *Manager) Stats() Stats {
 	st := Stats{
 		Active:       m.Count(),
-		Accepted:     m.stats.accepted.Load(),
 		Rejected:     make(map[RejectReason]uint64),
 		Closed:       make(map[CloseReason]uint64),
 		AuthFailures: m.stats.authFailed.Load(),
 		RateLimited:  m.stats.rateLimited.Load(),
+		Transports:   make(map[transport.Kind]TransportStats, len(transport.Kinds)),
 	}
 	for r := range m.stats.rejected {
 		if v := m.stats.rejected[r].Load(); v > 0 {
 			st.Rejected[RejectReason(r)] = v
 		}
 	}
-	for r := range m.stats.closed {
-		if v := m.stats.closed[r].Load(); v > 0 {
-			st.Closed[CloseReason(r)] = v
+	for i := range m.stats.kinds {
+		ks := &m.stats.kinds[i]
+		ts := TransportStats{
+			Active: ks.active.Load(), Accepted: ks.accepted.Load(),
+			PacketsIn: ks.packetsIn.Load(), BytesIn: ks.bytesIn.Load(),
+			PacketsOut: ks.packetsOut.Load(), BytesOut: ks.bytesOut.Load(),
+			Closed: make(map[CloseReason]uint64),
+		}
+		for r := range ks.closed {
+			if v := ks.closed[r].Load(); v > 0 {
+				ts.Closed[CloseReason(r)] += v
+				st.Closed[CloseReason(r)] += v
+			}
+		}
+		st.Accepted += ts.Accepted
+		if i < len(transport.Kinds) {
+			st.Transports[transport.Kinds[i]] = ts
 		}
 	}
 	return st

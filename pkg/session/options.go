@@ -54,6 +54,9 @@ type Options struct {
 	// WriteTimeout bounds one socket write (default 5s).
 	WriteTimeout time.Duration
 
+	// Observer, when set, receives per-packet measurements (metrics histograms).
+	Observer Observer
+
 	// Tokens verifies signed tokens (reconnect tokens, and credentials in
 	// token mode). When set, an authenticate payload that is a JWT is checked
 	// by the engine: a valid one authenticates its account without calling

@@ -41,6 +41,7 @@ type Session struct {
 	conn        transport.Conn
 	out         *transport.Outbox
 	kind        transport.Kind
+	ks          *kindStats
 	remote      net.Addr
 	connectedAt time.Time
 	lastActive  atomic.Int64 // unix nanoseconds
@@ -73,6 +74,7 @@ func (m *Manager) newSession(c transport.Conn) *Session {
 		conn:        c,
 		out:         transport.NewOutbox(m.opts.MaxPendingOutboundBytes),
 		kind:        c.Kind(),
+		ks:          m.stats.kind(c.Kind()),
 		remote:      c.RemoteAddr(),
 		connectedAt: now(),
 		closing:     make(chan struct{}),
@@ -81,6 +83,11 @@ func (m *Manager) newSession(c transport.Conn) *Session {
 	if m.opts.RatePerSecond > 0 {
 		s.limiter = rate.NewLimiter(rate.Limit(m.opts.RatePerSecond), m.opts.RateBurst)
 	}
+	ks := s.ks
+	s.out.SetOnWrite(func(frames, bytes int) {
+		ks.packetsOut.Add(uint64(frames))
+		ks.bytesOut.Add(uint64(bytes))
+	})
 	return s
 }
 
@@ -172,8 +179,12 @@ func (s *Session) send(msgID string, seq uint16, stage int64, code protocol.Erro
 		if comp != nil {
 			body, h.OriginalSize = comp.Compress(payload)
 		}
-		if protocol.ResponseSize(len(msgID), len(body))-protocol.LengthSize > s.m.opts.MaxPacketSize {
+		size := protocol.ResponseSize(len(msgID), len(body))
+		if size-protocol.LengthSize > s.m.opts.MaxPacketSize {
 			return dst, fmt.Errorf("send %s: %d-byte payload exceeds MaxPacketSize %d", msgID, len(body), s.m.opts.MaxPacketSize)
+		}
+		if obs := s.m.opts.Observer; obs != nil {
+			obs.PacketSent(size)
 		}
 		return protocol.AppendFull(dst, h, msgID, body)
 	})
@@ -245,10 +256,11 @@ func (s *Session) run() {
 		log.Info("session refused by handler", "session", s.id, "remote", s.remote.String(), "err", err)
 		s.setReason(Refused)
 		s.conn.Close()
-		m.stats.closed[Refused].Add(1)
+		s.ks.closed[Refused].Add(1)
 		return
 	}
 	m.register(s)
+	s.ks.active.Add(1)
 	writerDone := make(chan struct{})
 	go func() {
 		defer close(writerDone)
@@ -277,8 +289,9 @@ func (s *Session) run() {
 	s.Close(ClientClosed)
 	<-writerDone
 	m.unregister(s)
+	s.ks.active.Add(-1)
 	reason := s.CloseReason()
-	m.stats.closed[reason].Add(1)
+	s.ks.closed[reason].Add(1)
 	log.Debug("session closed", "session", s.id, "transport", string(s.kind), "remote", s.remote.String(),
 		"account", s.AccountID(), "reason", reason.String(), "duration", time.Since(s.connectedAt).String())
 	m.opts.Handler.OnDisconnect(s, reason)
@@ -299,6 +312,11 @@ func (s *Session) readLoop() {
 			return
 		}
 		s.lastActive.Store(time.Now().UnixNano())
+		s.ks.packetsIn.Add(1)
+		s.ks.bytesIn.Add(uint64(len(body) + protocol.LengthSize))
+		if obs := s.m.opts.Observer; obs != nil {
+			obs.PacketReceived(len(body) + protocol.LengthSize)
+		}
 		if !s.dispatch(body) {
 			return
 		}
@@ -382,6 +400,12 @@ func (s *Session) dispatch(body []byte) bool {
 	if !s.authenticated.Load() {
 		s.protocolViolation(Unauthenticated, fmt.Errorf("%q before authentication", p.MsgID))
 		return false
+	}
+	if obs := m.opts.Observer; obs != nil {
+		start := time.Now()
+		m.opts.Handler.OnPacket(s, p)
+		obs.HandlerDone(time.Since(start))
+		return true
 	}
 	m.opts.Handler.OnPacket(s, p)
 	return true

@@ -20,6 +20,19 @@ const (
 	KindWSS       Kind = "wss"
 )
 
+// Kinds lists every transport, in a fixed order (see Kind.Index).
+var Kinds = [...]Kind{KindTCP, KindTLSTCP, KindWebSocket, KindWSS}
+
+// Index is the kind's position in Kinds, or -1 for an unknown kind.
+func (k Kind) Index() int {
+	for i, kk := range Kinds {
+		if kk == k {
+			return i
+		}
+	}
+	return -1
+}
+
 // Conn is a framed client connection.
 type Conn interface {
 	// ReadFrame returns the next frame body, valid until the next call.

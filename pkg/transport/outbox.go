@@ -28,12 +28,18 @@ const keepSpare = 64 << 10
 type Outbox struct {
 	mu       sync.Mutex
 	buf      []byte // queued frames not yet taken by the writer
+	frames   int    // number of frames in buf
 	max      int
 	closing  bool // flush what is queued, then stop
 	aborted  bool // stop now, drop what is queued
 	wake     chan struct{}
 	finished chan struct{}
+	onWrite  func(frames, bytes int)
 }
+
+// SetOnWrite sets, before Run, a function the writer calls after each
+// successful write with the frames and bytes it carried.
+func (o *Outbox) SetOnWrite(fn func(frames, bytes int)) { o.onWrite = fn }
 
 // NewOutbox returns an outbox that holds at most maxPending queued bytes
 // (one frame larger than that is still accepted into an empty queue).
@@ -42,7 +48,7 @@ func NewOutbox(maxPending int) *Outbox {
 }
 
 // Append encodes a frame directly into the queue: encode receives the queue
-// and returns it with one or more whole frames appended. It returns
+// and returns it with one whole frame appended. It returns
 // ErrSlowConsumer (nothing queued) when the limit would be passed, and
 // ErrOutboxClosed after Close or Abort. It never blocks on I/O.
 func (o *Outbox) Append(encode func(dst []byte) ([]byte, error)) error {
@@ -64,6 +70,7 @@ func (o *Outbox) Append(encode func(dst []byte) ([]byte, error)) error {
 		return fmt.Errorf("%w: %d bytes pending, limit %d", ErrSlowConsumer, len(buf), o.max)
 	}
 	o.buf = buf
+	o.frames++
 	o.mu.Unlock()
 	select {
 	case o.wake <- struct{}{}:
@@ -97,6 +104,7 @@ func (o *Outbox) Abort() {
 	o.mu.Lock()
 	o.aborted = true
 	o.buf = nil
+	o.frames = 0
 	o.mu.Unlock()
 	select {
 	case o.wake <- struct{}{}:
@@ -121,8 +129,8 @@ func (o *Outbox) Run(c Conn, writeTimeout time.Duration) error {
 				o.mu.Unlock()
 				return nil
 			}
-			batch := o.buf
-			o.buf = spare
+			batch, frames := o.buf, o.frames
+			o.buf, o.frames = spare, 0
 			closing := o.closing
 			o.mu.Unlock()
 			if len(batch) == 0 {
@@ -142,6 +150,9 @@ func (o *Outbox) Run(c Conn, writeTimeout time.Duration) error {
 					return fmt.Errorf("%w: write of %d bytes missed its %s deadline", ErrSlowConsumer, len(batch), writeTimeout)
 				}
 				return err
+			}
+			if o.onWrite != nil {
+				o.onWrite(frames, len(batch))
 			}
 			if cap(batch) > keepSpare {
 				batch = nil
