@@ -47,19 +47,10 @@ func ParseRequest(body []byte, format HeaderFormat) (h Header, payload []byte, e
 	if format == FullHeader {
 		return parseFull(body, "request")
 	}
-	if len(body) < compactFixed {
-		return Header{}, nil, fmt.Errorf("%w: request body of %d bytes is shorter than a header", ErrMalformedHeader, len(body))
+	h, n, err := parseCommon(body, compactFixed, "request")
+	if err != nil {
+		return Header{}, nil, err
 	}
-	n := int(body[0])
-	if n == 0 {
-		return Header{}, nil, fmt.Errorf("%w: empty MsgId", ErrMalformedHeader)
-	}
-	if len(body) < compactFixed+n {
-		return Header{}, nil, fmt.Errorf("%w: MsgIdLen %d exceeds the body", ErrMalformedHeader, n)
-	}
-	h.MsgID = body[1 : 1+n]
-	h.MsgSeq = binary.LittleEndian.Uint16(body[1+n:])
-	h.StageID = int64(binary.LittleEndian.Uint64(body[3+n:]))
 	return h, body[compactFixed+n:], nil
 }
 
@@ -69,25 +60,36 @@ func ParseResponse(body []byte) (h Header, payload []byte, err error) {
 }
 
 func parseFull(body []byte, what string) (h Header, payload []byte, err error) {
-	if len(body) < fullFixed {
-		return Header{}, nil, fmt.Errorf("%w: %s body of %d bytes is shorter than a header", ErrMalformedHeader, what, len(body))
+	h, n, err := parseCommon(body, fullFixed, what)
+	if err != nil {
+		return Header{}, nil, err
 	}
-	n := int(body[0])
-	if n == 0 {
-		return Header{}, nil, fmt.Errorf("%w: empty MsgId", ErrMalformedHeader)
-	}
-	if len(body) < fullFixed+n {
-		return Header{}, nil, fmt.Errorf("%w: MsgIdLen %d exceeds the body", ErrMalformedHeader, n)
-	}
-	h.MsgID = body[1 : 1+n]
-	h.MsgSeq = binary.LittleEndian.Uint16(body[1+n:])
-	h.StageID = int64(binary.LittleEndian.Uint64(body[3+n:]))
 	h.ErrorCode = ErrorCode(binary.LittleEndian.Uint16(body[11+n:]))
 	h.OriginalSize = int32(binary.LittleEndian.Uint32(body[13+n:]))
 	if h.OriginalSize < 0 {
 		return Header{}, nil, fmt.Errorf("%w: negative OriginalSize %d", ErrMalformedHeader, h.OriginalSize)
 	}
 	return h, body[fullFixed+n:], nil
+}
+
+// parseCommon decodes the fields every layout starts with (MsgIdLen, MsgId,
+// MsgSeq, StageId) from a body whose header is fixed bytes plus the MsgId,
+// and returns the MsgId length.
+func parseCommon(body []byte, fixed int, what string) (h Header, n int, err error) {
+	if len(body) < fixed {
+		return Header{}, 0, fmt.Errorf("%w: %s body of %d bytes is shorter than a header", ErrMalformedHeader, what, len(body))
+	}
+	n = int(body[0])
+	if n == 0 {
+		return Header{}, 0, fmt.Errorf("%w: empty MsgId", ErrMalformedHeader)
+	}
+	if len(body) < fixed+n {
+		return Header{}, 0, fmt.Errorf("%w: MsgIdLen %d exceeds the body", ErrMalformedHeader, n)
+	}
+	h.MsgID = body[1 : 1+n]
+	h.MsgSeq = binary.LittleEndian.Uint16(body[1+n:])
+	h.StageID = int64(binary.LittleEndian.Uint64(body[3+n:]))
+	return h, n, nil
 }
 
 func checkMsgID(msgID string) error {

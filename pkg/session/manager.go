@@ -381,6 +381,3 @@ func (m *Manager) Stats() Stats {
 	}
 	return st
 }
-
-// now is the manager's clock.
-func now() time.Time { return time.Now() }

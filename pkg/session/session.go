@@ -76,7 +76,7 @@ func (m *Manager) newSession(c transport.Conn) *Session {
 		kind:        c.Kind(),
 		ks:          m.stats.kind(c.Kind()),
 		remote:      c.RemoteAddr(),
-		connectedAt: now(),
+		connectedAt: time.Now(),
 		closing:     make(chan struct{}),
 	}
 	s.lastActive.Store(s.connectedAt.UnixNano())
