@@ -256,10 +256,13 @@ type TLSSpec struct {
 	SecretName string `json:"secretName,omitempty"`
 }
 
-// ProxyProtocolSpec configures the PROXY protocol on the TCP listeners.
+// ProxyProtocolSpec configures the PROXY protocol (v1 and v2) on every
+// client listener.
+// +kubebuilder:validation:XValidation:rule="!has(self.enabled) || !self.enabled || (has(self.trustedCIDRs) && size(self.trustedCIDRs) > 0)",message="trustedCIDRs must list at least one CIDR when the PROXY protocol is enabled"
 type ProxyProtocolSpec struct {
 	// Enabled accepts a PROXY header from trusted peers, so per-IP limits see
-	// the real client address behind a load balancer.
+	// the real client address behind a load balancer. Trusted peers may also
+	// connect without a header; a header from any other peer is refused.
 	// +optional
 	Enabled bool `json:"enabled,omitempty"`
 

@@ -135,12 +135,16 @@ type TLS struct {
 	KeyFile string `json:"keyFile,omitempty"`
 }
 
-// ProxyProtocol configures PROXY protocol v1/v2 on the TCP listeners.
+// ProxyProtocol configures PROXY protocol v1/v2 on every client listener.
 type ProxyProtocol struct {
-	// Enabled requires or accepts a PROXY header from trusted peers.
+	// Enabled accepts a PROXY header from trusted peers; its source address
+	// becomes the client address (for the per-IP limit and logs).
 	Enabled bool `json:"enabled"`
-	// TrustedCIDRs lists the peers allowed to send a PROXY header.
+	// TrustedCIDRs lists the peers (load balancers) allowed to send a PROXY
+	// header; required when enabled. A header from any other peer is refused.
 	TrustedCIDRs []string `json:"trustedCIDRs,omitempty"`
+	// HeaderTimeout bounds the wait for the header (default 5s).
+	HeaderTimeout Duration `json:"headerTimeout"`
 }
 
 // Admin is the admin HTTP endpoint.
@@ -245,10 +249,11 @@ func Default() Config {
 	return Config{
 		BindAddress: "127.0.0.1",
 		Transports: Transports{
-			TCP:       Listener{Enabled: true, Port: DefaultTCPPort},
-			WebSocket: WebSocketListener{Listener: Listener{Enabled: true, Port: DefaultWSPort}, Path: "/ws"},
-			TLSTCP:    Listener{Port: DefaultTLSTCPPort},
-			WSS:       WebSocketListener{Listener: Listener{Port: DefaultWSSPort}, Path: "/ws"},
+			TCP:           Listener{Enabled: true, Port: DefaultTCPPort},
+			WebSocket:     WebSocketListener{Listener: Listener{Enabled: true, Port: DefaultWSPort}, Path: "/ws"},
+			TLSTCP:        Listener{Port: DefaultTLSTCPPort},
+			WSS:           WebSocketListener{Listener: Listener{Port: DefaultWSSPort}, Path: "/ws"},
+			ProxyProtocol: ProxyProtocol{HeaderTimeout: D(5 * time.Second)},
 		},
 		Admin: Admin{Port: DefaultAdminPort},
 		Protocol: Protocol{
@@ -364,6 +369,9 @@ func (c Config) Validate() error {
 	}
 	if (t.TLSTCP.Enabled || t.WSS.Enabled) && (t.TLS.CertFile == "" || t.TLS.KeyFile == "") {
 		bad("transports.tls", "certFile and keyFile are required when tlsTcp or wss is enabled")
+	}
+	if t.ProxyProtocol.Enabled && len(t.ProxyProtocol.TrustedCIDRs) == 0 {
+		bad("transports.proxyProtocol.trustedCIDRs", "at least one CIDR is required when enabled")
 	}
 	for i, s := range t.ProxyProtocol.TrustedCIDRs {
 		if _, err := netip.ParsePrefix(s); err != nil {

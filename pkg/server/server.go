@@ -86,9 +86,6 @@ func New(cfg config.Config, handler session.Handler, log *slog.Logger) (*Server,
 	if log == nil {
 		log = slog.Default()
 	}
-	if cfg.Transports.ProxyProtocol.Enabled {
-		return nil, errors.New("transports.proxyProtocol.enabled: PROXY protocol is not implemented in this build yet")
-	}
 	if handler == nil {
 		h, err := AppHandler(cfg.App)
 		if err != nil {
@@ -200,6 +197,11 @@ func (s *Server) listen(kind transport.Kind, addr string) error {
 	if err != nil {
 		return fmt.Errorf("listen %s on %s: %w", kind, addr, err)
 	}
+	if pp := s.cfg.Transports.ProxyProtocol; pp.Enabled {
+		if ln, err = transport.ProxyListener(ln, pp.TrustedCIDRs, pp.HeaderTimeout.Duration); err != nil {
+			return fmt.Errorf("listen %s: %w", kind, err)
+		}
+	}
 	s.mu.Lock()
 	s.listeners[kind] = ln
 	s.mu.Unlock()
@@ -211,6 +213,12 @@ func (s *Server) listen(kind transport.Kind, addr string) error {
 func (s *Server) serveStream(ctx context.Context, kind transport.Kind, ln net.Listener) {
 	maxPacket := s.mgr.Options().MaxPacketSize
 	err := transport.Serve(ctx, ln, transport.AcceptOptions{Logger: s.log}, func(c net.Conn) {
+		if err := transport.ReadProxyHeader(c); err != nil {
+			s.mgr.CountReject(session.RejectProxyProtocol)
+			s.log.Info("connection refused", "transport", string(kind), "err", err)
+			c.Close()
+			return
+		}
 		adm, err := s.mgr.Admit(c.RemoteAddr())
 		if err != nil {
 			s.log.Debug("connection refused", "transport", string(kind), "err", err)

@@ -96,11 +96,13 @@ const (
 	RejectDraining
 	// RejectTLS: the TLS handshake failed or timed out.
 	RejectTLS
+	// RejectProxyProtocol: a bad PROXY header, or one from an untrusted peer.
+	RejectProxyProtocol
 	numRejects
 )
 
 var rejectNames = [numRejects]string{
-	RejectMaxConnections: "max_connections", RejectPerIP: "per_ip", RejectDraining: "draining", RejectTLS: "tls",
+	RejectMaxConnections: "max_connections", RejectPerIP: "per_ip", RejectDraining: "draining", RejectTLS: "tls", RejectProxyProtocol: "proxy_protocol",
 }
 
 // String returns the metric label value, e.g. "per_ip".

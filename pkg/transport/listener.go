@@ -74,7 +74,7 @@ func Serve(ctx context.Context, ln net.Listener, opts AcceptOptions, handle func
 			continue
 		}
 		backoff = 0
-		if tc, ok := c.(*net.TCPConn); ok {
+		if tc, ok := tcpConn(c); ok {
 			_ = tc.SetNoDelay(true)
 			if opts.KeepAlive > 0 {
 				_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: opts.KeepAlive, Interval: opts.KeepAlive, Count: 3})

@@ -146,6 +146,11 @@ func TestInvalidObjectsAreRefused(t *testing.T) {
 			want: []string{`spec.transports.proxyProtocol.trustedCIDRs: Invalid value: every entry must be a CIDR such as 10.0.0.0/8`},
 		},
 		{
+			name: "PROXY protocol without trusted CIDRs",
+			spec: "transports: {proxyProtocol: {enabled: true}}",
+			want: []string{`spec.transports.proxyProtocol: Invalid value: trustedCIDRs must list at least one CIDR when the PROXY protocol is enabled`},
+		},
+		{
 			name: "disruption budget with both bounds",
 			spec: "disruptionBudget: {enabled: true, minAvailable: 1, maxUnavailable: 1}",
 			want: []string{`spec.disruptionBudget: Invalid value: set at most one of minAvailable and maxUnavailable`},
