@@ -127,19 +127,22 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	// The first SIGTERM/SIGINT starts the shutdown; a second one ends the
-	// process at once.
-	sigs := make(chan os.Signal, 2)
+	// The first SIGTERM/SIGINT starts the drain; a second one ends it (the
+	// sessions still open are closed at once); a third exits immediately.
+	sigs := make(chan os.Signal, 3)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
 		sig := <-sigs
-		log.Info("signal received; shutting down", "signal", sig.String())
+		log.Info("signal received; draining", "signal", sig.String())
 		cancel()
 		sig = <-sigs
-		log.Warn("second signal; exiting now", "signal", sig.String())
+		log.Warn("second signal; ending the drain now", "signal", sig.String())
+		srv.Abort()
+		sig = <-sigs
+		log.Error("third signal; exiting", "signal", sig.String())
 		os.Exit(1)
 	}()
 	log.Info("playhouse-server starting", "app", cfg.App)

@@ -70,19 +70,28 @@ func TestBadInputIsAClearError(t *testing.T) {
 	}
 }
 
-// TestProcessServesAndStopsOnSIGTERM builds the real binary, runs it, talks to
-// it over TCP and stops it with SIGTERM.
-func TestProcessServesAndStopsOnSIGTERM(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the binary")
-	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "playhouse-server")
+// process is a running playhouse-server binary.
+type process struct {
+	cmd   *exec.Cmd
+	addrs map[string]string // transport (and "admin") to bound address
+}
+
+// buildServer compiles the binary once per test.
+func buildServer(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "playhouse-server")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	cfg := filepath.Join(dir, "config.yaml")
-	_ = os.WriteFile(cfg, []byte("transports:\n  tcp: {port: 0}\n  websocket: {port: 0}\nadmin: {port: 0}\n"), 0o600)
+	return bin
+}
+
+// startServer runs bin with a config on free loopback ports and learns the
+// bound addresses from its structured log.
+func startServer(t *testing.T, bin, extraConfig string) *process {
+	t.Helper()
+	cfg := filepath.Join(t.TempDir(), "config.yaml")
+	_ = os.WriteFile(cfg, []byte("transports:\n  tcp: {port: 0}\n  websocket: {port: 0}\nadmin: {port: 0}\n"+extraConfig), 0o600)
 	cmd := exec.Command(bin, "--config", cfg, "--log-format", "json")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -91,9 +100,8 @@ func TestProcessServesAndStopsOnSIGTERM(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer cmd.Process.Kill()
-	// Learn the bound addresses from the structured log.
-	addrs := map[string]string{}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	p := &process{cmd: cmd, addrs: map[string]string{}}
 	lines := bufio.NewScanner(stderr)
 	found := make(chan struct{})
 	go func() {
@@ -109,9 +117,9 @@ func TestProcessServesAndStopsOnSIGTERM(t *testing.T) {
 			}
 			switch rec.Msg {
 			case "listening":
-				addrs[rec.Transport] = rec.Addr
+				p.addrs[rec.Transport] = rec.Addr
 			case "admin listening":
-				addrs["admin"] = rec.Addr
+				p.addrs["admin"] = rec.Addr
 				go io.Copy(io.Discard, stderr)
 				return
 			}
@@ -122,26 +130,24 @@ func TestProcessServesAndStopsOnSIGTERM(t *testing.T) {
 	case <-time.After(testTimeout):
 		t.Fatal("server did not log its addresses")
 	}
-	if addrs["tcp"] == "" || addrs["ws"] == "" || addrs["admin"] == "" {
-		t.Fatalf("addresses: %v", addrs)
+	if p.addrs["tcp"] == "" || p.addrs["ws"] == "" || p.addrs["admin"] == "" {
+		t.Fatalf("addresses: %v", p.addrs)
 	}
-	resp, err := http.Get("http://" + addrs["admin"] + "/readyz")
+	return p
+}
+
+// session authenticates over TCP and checks one echo; it returns the frame reader.
+func (p *process) session(t *testing.T, account string) (net.Conn, *protocol.FrameReader) {
+	t.Helper()
+	c, err := net.Dial("tcp", p.addrs["tcp"])
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("readyz = %d", resp.StatusCode)
-	}
-	c, err := net.Dial("tcp", addrs["tcp"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	_ = c.SetDeadline(time.Now().Add(testTimeout))
 	fr := protocol.NewFrameReader(c, 1<<20)
 	for i, id := range []string{"AuthenticateRequest", "EchoRequest"} {
-		b, _ := protocol.AppendRequest(nil, id, uint16(i+1), 0, []byte("player-1"))
+		b, _ := protocol.AppendRequest(nil, id, uint16(i+1), 0, []byte(account))
 		if _, err := c.Write(b); err != nil {
 			t.Fatal(err)
 		}
@@ -149,24 +155,92 @@ func TestProcessServesAndStopsOnSIGTERM(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if h, p, err := protocol.ParseResponse(body); err != nil || h.ErrorCode != 0 || string(p) != "player-1" {
-			t.Fatalf("%s reply: %+v %q %v", id, h, p, err)
+		if h, pl, err := protocol.ParseResponse(body); err != nil || h.ErrorCode != 0 || string(pl) != account {
+			t.Fatalf("%s reply: %+v %q %v", id, h, pl, err)
 		}
 	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
+	return c, fr
+}
+
+// expectDrainNotice reads the @Drain@ push and checks it carries a token.
+func expectDrainNotice(t *testing.T, fr *protocol.FrameReader) {
+	t.Helper()
+	body, err := fr.Next()
+	if err != nil {
+		t.Fatalf("no drain notice: %v", err)
 	}
-	if _, err := fr.Next(); err != io.EOF {
-		t.Fatalf("client after SIGTERM: %v", err)
+	h, pl, err := protocol.ParseResponse(body)
+	var notice struct {
+		ReconnectToken string `json:"reconnectToken"`
+		RetryAfterMs   int64  `json:"retryAfterMs"`
 	}
+	if err != nil || string(h.MsgID) != "@Drain@" || h.MsgSeq != 0 || json.Unmarshal(pl, &notice) != nil || notice.ReconnectToken == "" {
+		t.Fatalf("drain notice: %+v %s %v", h, pl, err)
+	}
+}
+
+// waitExit waits for the process to exit 0 within limit.
+func (p *process) waitExit(t *testing.T, limit time.Duration) {
+	t.Helper()
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	go func() { exited <- p.cmd.Wait() }()
 	select {
 	case err := <-exited:
 		if err != nil {
 			t.Fatalf("exit: %v", err)
 		}
-	case <-time.After(testTimeout):
-		t.Fatal("process did not exit after SIGTERM")
+	case <-time.After(limit):
+		t.Fatalf("process did not exit within %s", limit)
 	}
+}
+
+// TestProcessDrainsOnSIGTERM builds the real binary, runs it, talks to it
+// over TCP and drains it with SIGTERM: readiness drops, the client gets
+// @Drain@ with a reconnect token, is closed within the drain timeout, and the
+// process exits 0.
+func TestProcessDrainsOnSIGTERM(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildServer(t)
+	p := startServer(t, bin, "drainTimeout: 1s\n")
+	resp, err := http.Get("http://" + p.addrs["admin"] + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("readyz = %d", resp.StatusCode)
+	}
+	_, fr := p.session(t, "player-1")
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	expectDrainNotice(t, fr)
+	if _, err := fr.Next(); err != io.EOF {
+		t.Fatalf("client after the drain: %v", err)
+	}
+	p.waitExit(t, testTimeout)
+}
+
+// TestProcessSecondSIGTERMEndsDrain: with a long drain timeout, a second
+// SIGTERM closes the remaining sessions at once and the process exits 0.
+func TestProcessSecondSIGTERMEndsDrain(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildServer(t)
+	p := startServer(t, bin, "drainTimeout: 10m\n")
+	_, fr := p.session(t, "player-2")
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	expectDrainNotice(t, fr)
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fr.Next(); err == nil {
+		t.Fatal("session still open after the second SIGTERM")
+	}
+	p.waitExit(t, testTimeout)
 }

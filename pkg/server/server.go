@@ -43,6 +43,8 @@ type Server struct {
 	httpServers []*http.Server
 	cancel      context.CancelFunc
 	serving     sync.WaitGroup
+	abortCtx    context.Context    // canceled by Abort
+	abort       context.CancelFunc // cancels abortCtx
 }
 
 // AppHandler returns the built-in application named in the config.
@@ -107,6 +109,7 @@ func New(cfg config.Config, handler session.Handler, log *slog.Logger) (*Server,
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: log, mgr: mgr, metrics: met, listeners: make(map[transport.Kind]net.Listener)}
+	s.abortCtx, s.abort = context.WithCancel(context.Background())
 	met.Attach(mgr, mgr.Draining, s.certExpiry)
 	return s, nil
 }
@@ -384,26 +387,18 @@ func (s *Server) startAdmin() error {
 	return nil
 }
 
-// Shutdown stops accepting, closes every session with ServerShutdown (each
-// flushes what is queued for it), and stops the admin endpoint. It returns
-// when all sessions have ended or ctx is done.
-func (s *Server) Shutdown(ctx context.Context) error {
-	if !s.started.Load() {
-		return nil
-	}
+// stopAccepting turns /readyz to 503, makes the manager refuse new
+// connections and closes every listener (sessions stay open).
+func (s *Server) stopAccepting() {
 	s.ready.Store(false)
 	s.mgr.SetDraining(true)
 	s.cancel()
 	s.closeListeners()
 	s.serving.Wait()
-	err := s.mgr.CloseAll(ctx, session.ServerShutdown)
-	if err != nil {
-		// The drain timeout passed: drop whatever is still open.
-		s.mgr.AbortAll(session.ServerShutdown)
-		wctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = s.mgr.Wait(wctx)
-		cancel()
-	}
+}
+
+// stopAdmin stops the admin endpoint.
+func (s *Server) stopAdmin() {
 	s.mu.Lock()
 	admin := s.admin
 	s.mu.Unlock()
@@ -412,21 +407,60 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		defer cancel()
 		_ = admin.Shutdown(actx)
 	}
+}
+
+// Shutdown stops accepting, closes every session at once with ServerShutdown
+// (each flushes what is queued for it), and stops the admin endpoint. It
+// returns when all sessions have ended; when ctx ends first, the rest are
+// aborted. Use Drain for a graceful stop.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if !s.started.Load() {
+		return nil
+	}
+	s.stopAccepting()
+	err := s.mgr.CloseAll(ctx, session.ServerShutdown)
+	if err != nil {
+		s.mgr.AbortAll(session.ServerShutdown)
+	}
+	s.stopAdmin()
 	if err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return nil
 }
 
-// Run starts the server and serves until ctx is done, then shuts down within
-// the configured drain timeout.
+// Drain stops the server gracefully (design.md "Drain"): /readyz turns 503,
+// the listeners close, every session gets an @Drain@ push with a reconnect
+// token, sessions that stay are closed spread over the drain window, and all
+// are gone by the drain timeout (or at once when ctx is canceled).
+func (s *Server) Drain(ctx context.Context) error {
+	if !s.started.Load() {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(s.abortCtx, cancel)
+	defer stop()
+	s.stopAccepting()
+	err := s.mgr.Drain(ctx, s.cfg.DrainTimeout.Duration)
+	s.stopAdmin()
+	if err != nil {
+		s.log.Warn("drain ended early", "err", err)
+	}
+	return nil
+}
+
+// Abort cuts a drain in progress (or a later one) short: the sessions still
+// open are closed at once. playhouse-server calls it on a second SIGTERM.
+func (s *Server) Abort() { s.abort() }
+
+// Run starts the server and serves until ctx is done, then drains within the
+// configured drain timeout (Abort ends the drain sooner). A drain cut short
+// is logged, not an error: the process still ends cleanly.
 func (s *Server) Run(ctx context.Context) error {
 	if err := s.Start(ctx); err != nil {
 		return err
 	}
 	<-ctx.Done()
-	s.log.Info("shutting down", "sessions", s.mgr.Count(), "timeout", s.cfg.DrainTimeout.Duration.String())
-	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout.Duration)
-	defer cancel()
-	return s.Shutdown(sctx)
+	return s.Drain(context.Background())
 }

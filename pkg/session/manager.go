@@ -322,12 +322,17 @@ func (m *Manager) CloseAll(ctx context.Context, reason CloseReason) error {
 }
 
 // AbortAll closes every open session at once with reason, dropping what is
-// queued (after a drain timeout).
+// queued (after a drain timeout), and waits up to a short bound for them to
+// end: connections close at once; only a handler that never returns keeps
+// its session from ending, and that is not waited for long.
 func (m *Manager) AbortAll(reason CloseReason) {
 	m.Range(func(s *Session) bool {
 		s.abort(reason, nil)
 		return true
 	})
+	ctx, cancel := context.WithTimeout(context.Background(), abortWait)
+	defer cancel()
+	_ = m.Wait(ctx)
 }
 
 // Wait blocks until every session served so far has ended, or ctx is done.
