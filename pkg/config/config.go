@@ -127,12 +127,16 @@ type WebSocketListener struct {
 	AllowedOrigins []string `json:"allowedOrigins,omitempty"`
 }
 
-// TLS names certificate files.
+// TLS names certificate files. They are watched: a renewed certificate is
+// used for new handshakes without a restart.
 type TLS struct {
 	// CertFile is the PEM certificate chain.
 	CertFile string `json:"certFile,omitempty"`
 	// KeyFile is the PEM private key.
 	KeyFile string `json:"keyFile,omitempty"`
+	// ReloadInterval is how often the files are re-read, besides file-change
+	// events (default 10s).
+	ReloadInterval Duration `json:"reloadInterval"`
 }
 
 // ProxyProtocol configures PROXY protocol v1/v2 on every client listener.
@@ -253,6 +257,7 @@ func Default() Config {
 			WebSocket:     WebSocketListener{Listener: Listener{Enabled: true, Port: DefaultWSPort}, Path: "/ws"},
 			TLSTCP:        Listener{Port: DefaultTLSTCPPort},
 			WSS:           WebSocketListener{Listener: Listener{Port: DefaultWSSPort}, Path: "/ws"},
+			TLS:           TLS{ReloadInterval: D(10 * time.Second)},
 			ProxyProtocol: ProxyProtocol{HeaderTimeout: D(5 * time.Second)},
 		},
 		Admin: Admin{Port: DefaultAdminPort},
@@ -417,12 +422,14 @@ func (c Config) Validate() error {
 		bad("limits.rateLimit.burst", "must be at least 1 when packetsPerSecond is set")
 	}
 	for field, d := range map[string]Duration{
-		"limits.heartbeatTimeout":     l.HeartbeatTimeout,
-		"limits.authTimeout":          l.AuthTimeout,
-		"limits.tlsHandshakeTimeout":  l.TLSHandshakeTimeout,
-		"limits.writeTimeout":         l.WriteTimeout,
-		"drainTimeout":                c.DrainTimeout,
-		"auth.reconnectTokenLifetime": c.Auth.ReconnectTokenLifetime,
+		"limits.heartbeatTimeout":                l.HeartbeatTimeout,
+		"limits.authTimeout":                     l.AuthTimeout,
+		"limits.tlsHandshakeTimeout":             l.TLSHandshakeTimeout,
+		"limits.writeTimeout":                    l.WriteTimeout,
+		"drainTimeout":                           c.DrainTimeout,
+		"auth.reconnectTokenLifetime":            c.Auth.ReconnectTokenLifetime,
+		"transports.proxyProtocol.headerTimeout": t.ProxyProtocol.HeaderTimeout,
+		"transports.tls.reloadInterval":          t.TLS.ReloadInterval,
 	} {
 		if d.Duration <= 0 {
 			bad(field, "must be positive, got %s", d.Duration)

@@ -73,6 +73,10 @@ func TestParseErrors(t *testing.T) {
 		{"limits: {perIPExempt: [nonsense]}", "limits.perIPExempt[0]"},
 		{"limtis: {}", "unknown field"},
 		{"log: {level: loud}", "log.level"},
+		{"transports: {tls: {reloadInterval: 0s}}", "transports.tls.reloadInterval: must be positive"},
+		{"transports: {proxyProtocol: {headerTimeout: -1s}}", "transports.proxyProtocol.headerTimeout: must be positive"},
+		{"transports: {proxyProtocol: {enabled: true}}", "transports.proxyProtocol.trustedCIDRs: at least one CIDR"},
+		{"auth: {mode: token}", "auth.signingKeyFile: is required in token mode"},
 	}
 	for _, tc := range cases {
 		_, err := Parse([]byte(tc.yaml))

@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
+
 	"github.com/playhouse-k8s/playhouse/pkg/apps/echo"
 	"github.com/playhouse-k8s/playhouse/pkg/config"
 	"github.com/playhouse-k8s/playhouse/pkg/metrics"
@@ -144,13 +146,8 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}()
 	t := s.cfg.Transports
 	if t.TLSTCP.Enabled || t.WSS.Enabled {
-		cert, err := tls.LoadX509KeyPair(t.TLS.CertFile, t.TLS.KeyFile)
-		if err != nil {
-			return fmt.Errorf("load TLS certificate: %w", err)
-		}
-		s.tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-		if cert.Leaf != nil {
-			s.certExp.Store(cert.Leaf.NotAfter.Unix())
+		if err := s.watchCertificate(ctx, t.TLS); err != nil {
+			return err
 		}
 	}
 	for _, l := range []struct {
@@ -384,6 +381,30 @@ func (s *Server) startAdmin() error {
 			s.log.Error("admin server stopped", "err", err)
 		}
 	}()
+	return nil
+}
+
+// watchCertificate loads the TLS certificate and keeps it current: when the
+// files change (a renewed Kubernetes Secret, cert-manager), new handshakes use
+// the new certificate without a restart.
+func (s *Server) watchCertificate(ctx context.Context, c config.TLS) error {
+	cw, err := certwatcher.New(c.CertFile, c.KeyFile)
+	if err != nil {
+		return fmt.Errorf("load TLS certificate: %w", err)
+	}
+	cw.WithWatchInterval(c.ReloadInterval.Duration)
+	cw.RegisterCallback(func(cert tls.Certificate) {
+		if cert.Leaf != nil {
+			s.certExp.Store(cert.Leaf.NotAfter.Unix())
+			s.log.Info("TLS certificate loaded", "subject", cert.Leaf.Subject.String(), "notAfter", cert.Leaf.NotAfter)
+		}
+	})
+	go func() {
+		if err := cw.Start(ctx); err != nil {
+			s.log.Error("TLS certificate watch stopped", "err", err)
+		}
+	}()
+	s.tlsConfig = &tls.Config{GetCertificate: cw.GetCertificate, MinVersion: tls.VersionTLS12}
 	return nil
 }
 

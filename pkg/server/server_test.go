@@ -41,7 +41,7 @@ func testConfig(t *testing.T) (config.Config, *testcert.Bundle) {
 	c.Transports.WebSocket.Port = 0
 	c.Transports.TLSTCP = config.Listener{Enabled: true}
 	c.Transports.WSS.Enabled, c.Transports.WSS.Port = true, 0
-	c.Transports.TLS = config.TLS{CertFile: b.CertFile, KeyFile: b.KeyFile}
+	c.Transports.TLS.CertFile, c.Transports.TLS.KeyFile = b.CertFile, b.KeyFile
 	c.Admin.Port = 0
 	return c, b
 }
