@@ -58,8 +58,12 @@ check-generated: ## Fail when generated files are stale (runs generate and manif
 envtest-bins: ## Build (once) and cache kube-apiserver and etcd for envtest.
 	hack/envtest-bins.sh
 
+.PHONY: test-deps
+test-deps: ## Install the test tools that are not Go modules (Debian's chromium for the browser test).
+	hack/test-deps.sh
+
 .PHONY: test
-test: fmt-check vet check-generated ## Install what the tests need and run every test (race detector on).
+test: fmt-check vet check-generated test-deps ## Install what the tests need and run every test (race detector on).
 	KUBEBUILDER_ASSETS="$$(hack/envtest-bins.sh)" go test $(GO_TEST_FLAGS) $(PKGS)
 
 .PHONY: test-short

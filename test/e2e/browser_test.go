@@ -1,0 +1,155 @@
+// Package e2e holds end-to-end tests that cross process boundaries: a real
+// browser talking to the engine.
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/playhouse-k8s/playhouse/internal/testutil"
+	"github.com/playhouse-k8s/playhouse/pkg/config"
+	"github.com/playhouse-k8s/playhouse/pkg/server"
+	"github.com/playhouse-k8s/playhouse/pkg/session"
+	"github.com/playhouse-k8s/playhouse/pkg/transport"
+)
+
+// chromium finds the browser: $CHROMIUM, then the Debian package's binary.
+func chromium(t *testing.T) string {
+	t.Helper()
+	for _, c := range []string{os.Getenv("CHROMIUM"), "chromium", "chromium-browser"} {
+		if c == "" {
+			continue
+		}
+		if p, err := exec.LookPath(c); err == nil {
+			return p
+		}
+	}
+	if testing.Short() {
+		t.Skip("no chromium (make test installs it)")
+	}
+	t.Fatal("chromium not found: run `make test-deps` (installs Debian's chromium) or set CHROMIUM")
+	return ""
+}
+
+type reply struct {
+	Len        int    `json:"len"`
+	FrameBytes int    `json:"frameBytes"`
+	MsgID      string `json:"msgId"`
+	Seq        int    `json:"seq"`
+	Stage      int64  `json:"stage"`
+	Code       int    `json:"code"`
+	Orig       int    `json:"orig"`
+	Payload    string `json:"payload"`
+}
+
+type browserResult struct {
+	Replies       []reply `json:"replies"`
+	TextCloseCode int     `json:"textCloseCode"`
+	Error         string  `json:"error"`
+}
+
+// TestBrowserWebSocketClient runs headless Chromium against the engine: a
+// page speaks the wire protocol over a real browser WebSocket (heartbeat,
+// authentication, request/reply, one-way echo, and a text message that must
+// close with 1003) and posts what it saw back to the test.
+func TestBrowserWebSocketClient(t *testing.T) {
+	browser := chromium(t)
+	c := config.Default()
+	c.Transports.TCP.Enabled = false
+	c.Transports.WebSocket.Port = 0
+	c.Admin.Port = 0
+	srv, err := server.New(c, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(context.Background())
+
+	// The page and the result endpoint, on their own loopback origin.
+	page, err := os.ReadFile("testdata/browser.html")
+	if err != nil {
+		t.Fatal(err)
+	}
+	results := make(chan browserResult, 1)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /test.html", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = w.Write(page)
+	})
+	mux.HandleFunc("POST /result", func(w http.ResponseWriter, r *http.Request) {
+		var res browserResult
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&res); err != nil {
+			res.Error = "bad result body: " + err.Error()
+		}
+		select {
+		case results <- res:
+		default:
+		}
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go hs.Serve(ln)
+	defer hs.Close()
+
+	wsURL := "ws://" + srv.Addr(transport.KindWebSocket).String() + "/ws"
+	pageURL := "http://" + ln.Addr().String() + "/test.html?ws=" + url.QueryEscape(wsURL)
+	cmd := exec.CommandContext(ctx, browser,
+		"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+		"--disable-background-networking", "--disable-component-update", "--disable-sync",
+		"--disable-extensions", "--user-data-dir="+t.TempDir(), pageURL)
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}()
+
+	var res browserResult
+	select {
+	case res = <-results:
+	case <-ctx.Done():
+		t.Fatal("the browser did not report back")
+	}
+	if res.Error != "" {
+		t.Fatalf("browser: %s", res.Error)
+	}
+	want := []reply{
+		{Len: 29, FrameBytes: 33, MsgID: "@Heart@Beat@", Seq: 0, Stage: 7},
+		{MsgID: "AuthenticateReply", Seq: 1, Payload: "browser-player"},
+		{MsgID: "EchoReply", Seq: 2, Stage: 1234, Payload: "hello from chromium"},
+		{MsgID: "ChatNotify", Seq: 0, Stage: 5, Payload: "one-way"},
+	}
+	if len(res.Replies) != len(want) {
+		t.Fatalf("replies: %+v", res.Replies)
+	}
+	for i, w := range want {
+		g := res.Replies[i]
+		if g.MsgID != w.MsgID || g.Seq != w.Seq || g.Stage != w.Stage || g.Code != 0 || g.Orig != 0 || g.Payload != w.Payload || g.FrameBytes != g.Len+4 {
+			t.Errorf("reply %d = %+v, want %+v (one whole frame per message)", i, g, w)
+		}
+	}
+	if res.TextCloseCode != 1003 {
+		t.Errorf("text message close code = %d, want 1003", res.TextCloseCode)
+	}
+	testutil.WaitFor(t, "the server to count the ProtocolError close", func() bool {
+		return srv.Manager().Stats().Closed[session.ProtocolError] == 1
+	})
+}
