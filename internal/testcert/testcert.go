@@ -22,6 +22,8 @@ import (
 type Bundle struct {
 	// CertFile and KeyFile are the server's PEM files.
 	CertFile, KeyFile string
+	// CAFile is the CA certificate, PEM.
+	CAFile string
 	// Pool trusts the CA.
 	Pool *x509.CertPool
 	// NotAfter is the server certificate's expiry.
@@ -88,7 +90,10 @@ func Write(dir string, lifetime time.Duration) (*Bundle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("marshal key: %w", err)
 	}
-	b := &Bundle{CertFile: filepath.Join(dir, "tls.crt"), KeyFile: filepath.Join(dir, "tls.key"), Pool: x509.NewCertPool(), NotAfter: tmpl.NotAfter}
+	b := &Bundle{CertFile: filepath.Join(dir, "tls.crt"), KeyFile: filepath.Join(dir, "tls.key"), CAFile: filepath.Join(dir, "ca.crt"), Pool: x509.NewCertPool(), NotAfter: tmpl.NotAfter}
+	if err := os.WriteFile(b.CAFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o600); err != nil {
+		return nil, fmt.Errorf("write CA: %w", err)
+	}
 	b.Pool.AddCert(ca)
 	if err := os.WriteFile(b.CertFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
 		return nil, fmt.Errorf("write cert: %w", err)

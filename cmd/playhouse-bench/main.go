@@ -1,0 +1,344 @@
+// Command playhouse-bench is a load generator for the PlayHouse protocol: it
+// opens many sessions over TCP, TLS-TCP, WebSocket or WSS, authenticates each,
+// keeps a number of echo requests in flight per session for a fixed time, and
+// prints progress and a latency/throughput summary. Point it at a server
+// running the echo app (make run); for throughput runs, disable the server's
+// per-session rate limit (limits.rateLimit.packetsPerSecond: 0), or replies
+// with ErrorCode 18 are counted as errors.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/playhouse-k8s/playhouse/pkg/client"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "playhouse-bench:", err)
+		os.Exit(1)
+	}
+}
+
+// options are the command-line settings.
+type options struct {
+	addr        string
+	transport   string
+	wsPath      string
+	sessions    int
+	inflight    int
+	payload     int
+	duration    time.Duration
+	rate        float64
+	connectRate float64
+	progress    time.Duration
+	caFile      string
+	insecure    bool
+	authMsgID   string
+	jsonOut     bool
+}
+
+// maxSessions keeps a run under the per-process open-file limits (one
+// descriptor per session, plus the server's when it runs on the same host).
+const maxSessions = 9000
+
+func parse(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("playhouse-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.addr, "addr", "127.0.0.1:7777", "server address (host:port)")
+	fs.StringVar(&o.transport, "transport", "tcp", "tcp, tls, ws or wss")
+	fs.StringVar(&o.wsPath, "ws-path", "/ws", "WebSocket path")
+	fs.IntVar(&o.sessions, "sessions", 50, fmt.Sprintf("concurrent sessions (1..%d)", maxSessions))
+	fs.IntVar(&o.inflight, "inflight", 1, "requests in flight per session (1..1000)")
+	fs.IntVar(&o.payload, "payload", 32, "request payload bytes (0..1048576)")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "how long to send requests (after all sessions connect)")
+	fs.Float64Var(&o.rate, "rate", 0, "requests per second per session; 0 sends as fast as replies come back")
+	fs.Float64Var(&o.connectRate, "connect-rate", 500, "new sessions per second while connecting")
+	fs.DurationVar(&o.progress, "progress", time.Second, "progress line interval on stderr; 0 disables")
+	fs.StringVar(&o.caFile, "ca", "", "PEM CA bundle to trust for tls/wss")
+	fs.BoolVar(&o.insecure, "insecure-skip-verify", false, "do not verify the server certificate (tls/wss)")
+	fs.StringVar(&o.authMsgID, "auth-msg-id", "AuthenticateRequest", "authentication message id")
+	fs.BoolVar(&o.jsonOut, "json", false, "print the summary as JSON")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	switch {
+	case fs.NArg() > 0:
+		return o, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	case o.transport != "tcp" && o.transport != "tls" && o.transport != "ws" && o.transport != "wss":
+		return o, fmt.Errorf("--transport must be tcp, tls, ws or wss, got %q", o.transport)
+	case o.sessions < 1 || o.sessions > maxSessions:
+		return o, fmt.Errorf("--sessions must be 1..%d, got %d", maxSessions, o.sessions)
+	case o.inflight < 1 || o.inflight > 1000:
+		return o, fmt.Errorf("--inflight must be 1..1000, got %d", o.inflight)
+	case o.payload < 0 || o.payload > 1<<20:
+		return o, fmt.Errorf("--payload must be 0..1048576, got %d", o.payload)
+	case o.duration <= 0:
+		return o, fmt.Errorf("--duration must be positive, got %s", o.duration)
+	case o.rate < 0 || o.connectRate <= 0:
+		return o, errors.New("--rate must be >= 0 and --connect-rate > 0")
+	}
+	return o, nil
+}
+
+// summary is the result of a run.
+type summary struct {
+	Transport   string             `json:"transport"`
+	Sessions    int                `json:"sessions"`
+	Connected   int                `json:"connected"`
+	Inflight    int                `json:"inflight"`
+	PayloadSize int                `json:"payloadBytes"`
+	Seconds     float64            `json:"seconds"`
+	Requests    uint64             `json:"requests"`
+	Errors      map[string]uint64  `json:"errors"`
+	PerSecond   float64            `json:"requestsPerSecond"`
+	LatencyMs   map[string]float64 `json:"latencyMs"`
+}
+
+// worker is one session's goroutines and their counters.
+type worker struct {
+	ok   atomic.Uint64
+	mu   sync.Mutex
+	hist histogram
+}
+
+func (o options) tlsConfig() (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: o.insecure} //nolint:gosec // opt-in flag
+	if o.caFile != "" {
+		pem, err := os.ReadFile(o.caFile)
+		if err != nil {
+			return nil, fmt.Errorf("read --ca: %w", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--ca %s holds no certificate", o.caFile)
+		}
+	}
+	return cfg, nil
+}
+
+func (o options) dial(ctx context.Context, tlsCfg *tls.Config) (*client.Client, error) {
+	opts := client.Options{RequestTimeout: 30 * time.Second}
+	switch o.transport {
+	case "tls":
+		opts.TLSConfig = tlsCfg
+		return client.Dial(ctx, o.addr, opts)
+	case "ws", "wss":
+		if o.transport == "wss" {
+			opts.TLSConfig = tlsCfg
+		}
+		return client.DialWebSocket(ctx, o.transport+"://"+o.addr+o.wsPath, nil, opts)
+	default:
+		return client.Dial(ctx, o.addr, opts)
+	}
+}
+
+// errorKind names an error for the summary without unbounded cardinality.
+func errorKind(err error) string {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, client.ErrClosed), errors.Is(err, io.EOF):
+		return "closed"
+	}
+	var ce *client.ErrorCodeError
+	if errors.As(err, &ce) {
+		return "code " + ce.Code.String()
+	}
+	msg := err.Error()
+	if i := strings.LastIndex(msg, ": "); i >= 0 {
+		msg = msg[i+2:]
+	}
+	if len(msg) > 60 {
+		msg = msg[:60]
+	}
+	return msg
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parse(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	var tlsCfg *tls.Config
+	if o.transport == "tls" || o.transport == "wss" {
+		if tlsCfg, err = o.tlsConfig(); err != nil {
+			return err
+		}
+	}
+	var (
+		errMu  sync.Mutex
+		errs   = map[string]uint64{}
+		failed atomic.Uint64
+	)
+	countErr := func(err error) {
+		failed.Add(1)
+		errMu.Lock()
+		errs[errorKind(err)]++
+		errMu.Unlock()
+	}
+
+	// Connect and authenticate every session, paced by --connect-rate.
+	clients := make([]*client.Client, 0, o.sessions)
+	defer func() {
+		for _, c := range clients {
+			c.Close()
+		}
+	}()
+	pace := rate.NewLimiter(rate.Limit(o.connectRate), 1)
+	payload := make([]byte, o.payload)
+	for i := range o.sessions {
+		if err := pace.Wait(ctx); err != nil {
+			return fmt.Errorf("connecting: %w", err)
+		}
+		c, err := o.dial(ctx, tlsCfg)
+		if err != nil {
+			countErr(err)
+			continue
+		}
+		if _, err := c.Authenticate(ctx, o.authMsgID, []byte(fmt.Sprintf("bench-%d-%d", os.Getpid(), i))); err != nil {
+			countErr(err)
+			c.Close()
+			continue
+		}
+		clients = append(clients, c)
+	}
+	if len(clients) == 0 {
+		return fmt.Errorf("no session connected (%v)", errs)
+	}
+	fmt.Fprintf(stderr, "connected %d/%d sessions over %s; running %s\n", len(clients), o.sessions, o.transport, o.duration)
+
+	runCtx, cancel := context.WithTimeout(ctx, o.duration)
+	defer cancel()
+	workers := make([]*worker, len(clients))
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i, c := range clients {
+		w := &worker{}
+		workers[i] = w
+		var lim *rate.Limiter
+		if o.rate > 0 {
+			lim = rate.NewLimiter(rate.Limit(o.rate), o.inflight)
+		}
+		for range o.inflight {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for runCtx.Err() == nil {
+					if lim != nil && lim.Wait(runCtx) != nil {
+						return
+					}
+					t0 := time.Now()
+					r, err := c.Request(runCtx, "EchoRequest", 0, payload)
+					if err == nil {
+						err = r.Err() // a reply with an ErrorCode (e.g. 18, rate limited) is a failure
+					}
+					if err != nil {
+						if runCtx.Err() != nil {
+							return // the run ended mid-request: not an error
+						}
+						countErr(err)
+						if errors.Is(err, client.ErrClosed) || c.Err() != nil {
+							return
+						}
+						continue
+					}
+					d := time.Since(t0)
+					w.ok.Add(1)
+					w.mu.Lock()
+					w.hist.record(d)
+					w.mu.Unlock()
+				}
+			}()
+		}
+	}
+	total := func() uint64 {
+		var n uint64
+		for _, w := range workers {
+			n += w.ok.Load()
+		}
+		return n
+	}
+	if o.progress > 0 {
+		go func() {
+			t := time.NewTicker(o.progress)
+			defer t.Stop()
+			last, lastAt := uint64(0), start
+			for {
+				select {
+				case <-runCtx.Done():
+					return
+				case now := <-t.C:
+					n := total()
+					fmt.Fprintf(stderr, "t=%4.1fs  %8.0f req/s  total %d  errors %d\n",
+						now.Sub(start).Seconds(), float64(n-last)/now.Sub(lastAt).Seconds(), n, failed.Load())
+					last, lastAt = n, now
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+
+	var h histogram
+	for _, w := range workers {
+		w.mu.Lock()
+		h.merge(&w.hist)
+		w.mu.Unlock()
+	}
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	s := summary{
+		Transport: o.transport, Sessions: o.sessions, Connected: len(clients), Inflight: o.inflight,
+		PayloadSize: o.payload, Seconds: elapsed.Seconds(), Requests: h.n, Errors: errs,
+		PerSecond: float64(h.n) / elapsed.Seconds(),
+		LatencyMs: map[string]float64{
+			"p50": ms(h.quantile(0.50)), "p90": ms(h.quantile(0.90)), "p99": ms(h.quantile(0.99)),
+			"p999": ms(h.quantile(0.999)), "max": ms(h.max),
+		},
+	}
+	if o.jsonOut {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(s)
+	}
+	fmt.Fprintf(stdout, "transport %s, %d/%d sessions, %d in flight each, %d-byte payload, %.1fs\n",
+		s.Transport, s.Connected, s.Sessions, s.Inflight, s.PayloadSize, s.Seconds)
+	fmt.Fprintf(stdout, "requests  %d ok, %.0f/s\n", s.Requests, s.PerSecond)
+	fmt.Fprintf(stdout, "latency   p50 %.3fms  p90 %.3fms  p99 %.3fms  p99.9 %.3fms  max %.3fms\n",
+		s.LatencyMs["p50"], s.LatencyMs["p90"], s.LatencyMs["p99"], s.LatencyMs["p999"], s.LatencyMs["max"])
+	kinds := make([]string, 0, len(errs))
+	for k := range errs {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	if len(kinds) == 0 {
+		fmt.Fprintln(stdout, "errors    none")
+	}
+	for _, k := range kinds {
+		fmt.Fprintf(stdout, "errors    %d %s\n", errs[k], k)
+	}
+	return nil
+}
