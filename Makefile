@@ -77,7 +77,7 @@ bench: ## Run the Go benchmarks of the protocol and engine (results: docs/benchm
 ##@ Build
 
 .PHONY: build
-build: ## Build playhouse-server and playhouse-operator into ./bin.
+build: ## Build playhouse-server, playhouse-operator and playhouse-bench into ./bin.
 	go build -o $(LOCALBIN)/ ./cmd/...
 
 .PHONY: docker-build
