@@ -6,7 +6,9 @@ import (
 
 // Handler is the application plugged into the engine. The engine calls a
 // session's methods from that session's reader goroutine, one at a time and in
-// arrival order; a slow handler slows only its own session.
+// arrival order; a slow handler slows only its own session. A panic in a
+// handler method is recovered: it is logged with its stack and ends only
+// that session (reason HandlerPanic; a request gets ErrorCode InternalError).
 type Handler interface {
 	// OnConnect is called when a connection becomes a session, before any
 	// packet. A non-nil error refuses it (closed with reason Refused).
@@ -34,6 +36,8 @@ type AuthResult struct {
 	ReplyMsgID string
 	// ReplyPayload is the reply's payload.
 	ReplyPayload []byte
+	// panicked marks the result of a recovered Authenticate panic.
+	panicked bool
 }
 
 // Packet is one decoded client packet.

@@ -47,6 +47,9 @@ type testHandler struct {
 func (th *testHandler) OnConnect(*Session) error { return nil }
 
 func (th *testHandler) Authenticate(_ *Session, p *Packet) AuthResult {
+	if string(p.Payload) == "panic" {
+		panic("auth bug")
+	}
 	if string(p.Payload) == "bad" || len(p.Payload) == 0 {
 		return AuthResult{ReplyPayload: []byte("denied")}
 	}
@@ -55,6 +58,8 @@ func (th *testHandler) Authenticate(_ *Session, p *Packet) AuthResult {
 
 func (th *testHandler) OnPacket(s *Session, p *Packet) {
 	switch p.MsgID {
+	case "PanicRequest":
+		panic("handler bug")
 	case "SlowRequest":
 		th.entered <- s.ID()
 		<-th.release

@@ -52,6 +52,9 @@ const (
 	TLSHandshakeFailed
 	// AppClosed: the application closed the session.
 	AppClosed
+	// HandlerPanic: the application's handler panicked; the panic was
+	// recovered and logged with its stack, and only this session ended.
+	HandlerPanic
 	numReasons
 )
 
@@ -62,7 +65,7 @@ var reasonNames = [numReasons]string{
 	FrameTooLarge: "FrameTooLarge", MalformedFrame: "MalformedFrame", MalformedHeader: "MalformedHeader",
 	BadCompression: "BadCompression", SlowConsumer: "SlowConsumer", RateLimited: "RateLimited",
 	Refused: "Refused", ReadError: "ReadError", WriteError: "WriteError", ProtocolError: "ProtocolError",
-	TLSHandshakeTimeout: "TLSHandshakeTimeout", TLSHandshakeFailed: "TLSHandshakeFailed", AppClosed: "AppClosed",
+	TLSHandshakeTimeout: "TLSHandshakeTimeout", TLSHandshakeFailed: "TLSHandshakeFailed", AppClosed: "AppClosed", HandlerPanic: "HandlerPanic",
 }
 
 // String returns the reason's name, e.g. "FrameTooLarge".

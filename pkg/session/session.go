@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -252,8 +253,14 @@ func (s *Session) setReason(reason CloseReason) bool {
 func (s *Session) run() {
 	m := s.m
 	log := m.opts.Logger
-	if err := m.opts.Handler.OnConnect(s); err != nil {
-		log.Info("session refused by handler", "session", s.id, "remote", s.remote.String(), "err", err)
+	var refused error
+	if !s.guard("OnConnect", nil, func() { refused = m.opts.Handler.OnConnect(s) }) {
+		s.conn.Close()
+		s.ks.closed[HandlerPanic].Add(1)
+		return
+	}
+	if refused != nil {
+		log.Info("session refused by handler", "session", s.id, "remote", s.remote.String(), "err", refused)
 		s.setReason(Refused)
 		s.conn.Close()
 		s.ks.closed[Refused].Add(1)
@@ -294,7 +301,29 @@ func (s *Session) run() {
 	s.ks.closed[reason].Add(1)
 	log.Debug("session closed", "session", s.id, "transport", string(s.kind), "remote", s.remote.String(),
 		"account", s.AccountID(), "reason", reason.String(), "duration", time.Since(s.connectedAt).String())
-	m.opts.Handler.OnDisconnect(s, reason)
+	s.guard("OnDisconnect", nil, func() { m.opts.Handler.OnDisconnect(s, reason) })
+}
+
+// guard runs one handler call. A panic is recovered: it is logged with its
+// stack, a request being handled is answered with ErrorCode InternalError,
+// and the session closes with HandlerPanic; the process and the other
+// sessions go on. It reports whether fn returned normally.
+func (s *Session) guard(what string, req *Packet, fn func()) (ok bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			ok = false
+			s.m.opts.Logger.Error("handler panicked; closing its session", "handler", what, "session", s.id,
+				"remote", s.remote.String(), "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			if req != nil && req.IsRequest() {
+				_ = s.Reply(req, protocol.InternalError, nil)
+			}
+			if s.setReason(HandlerPanic) {
+				s.out.Close()
+			}
+		}
+	}()
+	fn()
+	return true
 }
 
 // readLoop reads and dispatches frames until the connection fails or the
@@ -401,14 +430,16 @@ func (s *Session) dispatch(body []byte) bool {
 		s.protocolViolation(Unauthenticated, fmt.Errorf("%q before authentication", p.MsgID))
 		return false
 	}
-	if obs := m.opts.Observer; obs != nil {
-		start := time.Now()
-		m.opts.Handler.OnPacket(s, p)
-		obs.HandlerDone(time.Since(start))
-		return true
+	obs := m.opts.Observer
+	var start time.Time
+	if obs != nil {
+		start = time.Now()
 	}
-	m.opts.Handler.OnPacket(s, p)
-	return true
+	ok := s.guard("OnPacket", p, func() { m.opts.Handler.OnPacket(s, p) })
+	if obs != nil {
+		obs.HandlerDone(time.Since(start))
+	}
+	return ok
 }
 
 // authenticate runs the auth gate for one authenticate request.
@@ -419,6 +450,9 @@ func (s *Session) authenticate(p *Packet) bool {
 		return true
 	}
 	res := s.authenticateWith(p)
+	if res.panicked {
+		return false // guard answered and closed the session
+	}
 	replyID := res.ReplyMsgID
 	if replyID == "" {
 		replyID = p.ReplyMsgID()
@@ -463,7 +497,11 @@ func (s *Session) authenticateWith(p *Packet) AuthResult {
 		s.SetStageID(claims.StageID)
 		return AuthResult{AccountID: claims.Account}
 	}
-	return m.opts.Handler.Authenticate(s, p)
+	var res AuthResult
+	if !s.guard("Authenticate", p, func() { res = m.opts.Handler.Authenticate(s, p) }) {
+		return AuthResult{ErrorCode: protocol.InternalError, panicked: true}
+	}
+	return res
 }
 
 // looksLikeToken reports whether payload has the shape of a JWT (three
