@@ -45,7 +45,7 @@ func parseFlags(args []string, stderr io.Writer) (flags, *flag.FlagSet, error) {
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate chain for TLS transports")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key for TLS transports")
 	fs.StringVar(&f.adminAddr, "admin-addr", "", "admin HTTP address (/healthz, /readyz, /status, /metrics)")
-	fs.StringVar(&f.app, "app", "", "built-in application: echo")
+	fs.StringVar(&f.app, "app", "", "built-in application: echo or relay")
 	fs.StringVar(&f.logFmt, "log-format", "", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "", "log level: debug, info, warn or error")
 	err := fs.Parse(args)

@@ -86,7 +86,7 @@ type Config struct {
 	Auth Auth `json:"auth"`
 	// DrainTimeout bounds the graceful drain on SIGTERM.
 	DrainTimeout Duration `json:"drainTimeout"`
-	// App names the built-in application handler ("echo").
+	// App names the built-in application handler: "echo" or "relay".
 	App string `json:"app,omitempty"`
 	// Log selects the log format and level.
 	Log Log `json:"log"`
@@ -444,8 +444,8 @@ func (c Config) Validate() error {
 	default:
 		bad("auth.mode", "must be %q or %q, got %q", AuthModeOpen, AuthModeToken, c.Auth.Mode)
 	}
-	if c.App != "echo" {
-		bad("app", "must be \"echo\" (the built-in apps), got %q", c.App)
+	if c.App != "echo" && c.App != "relay" {
+		bad("app", "must be \"echo\" or \"relay\" (the built-in apps), got %q", c.App)
 	}
 	switch c.Log.Format {
 	case "text", "json":

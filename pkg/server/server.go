@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 
 	"github.com/playhouse-k8s/playhouse/pkg/apps/echo"
+	"github.com/playhouse-k8s/playhouse/pkg/apps/relay"
 	"github.com/playhouse-k8s/playhouse/pkg/config"
 	"github.com/playhouse-k8s/playhouse/pkg/metrics"
 	"github.com/playhouse-k8s/playhouse/pkg/session"
@@ -49,13 +50,21 @@ type Server struct {
 	abort       context.CancelFunc // cancels abortCtx
 }
 
+// ManagerSetter is implemented by handlers that need the session manager
+// (for example to Broadcast to a stage); New hands it to them.
+type ManagerSetter interface {
+	SetManager(*session.Manager)
+}
+
 // AppHandler returns the built-in application named in the config.
 func AppHandler(name string) (session.Handler, error) {
 	switch name {
 	case "echo":
 		return echo.New(), nil
+	case "relay":
+		return relay.New(), nil
 	default:
-		return nil, fmt.Errorf("unknown app %q (built in: echo)", name)
+		return nil, fmt.Errorf("unknown app %q (built in: echo, relay)", name)
 	}
 }
 
@@ -109,6 +118,9 @@ func New(cfg config.Config, handler session.Handler, log *slog.Logger) (*Server,
 	mgr, err := session.NewManager(opts)
 	if err != nil {
 		return nil, err
+	}
+	if h, ok := handler.(ManagerSetter); ok {
+		h.SetManager(mgr)
 	}
 	s := &Server{cfg: cfg, log: log, mgr: mgr, metrics: met, listeners: make(map[transport.Kind]net.Listener)}
 	s.abortCtx, s.abort = context.WithCancel(context.Background())

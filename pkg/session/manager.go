@@ -24,6 +24,7 @@ type Manager struct {
 	mu       sync.RWMutex
 	sessions map[uint64]*Session
 	accounts map[string]*Session
+	stages   map[int64]map[*Session]struct{} // stage id to its sessions
 	conns    int
 	perIP    map[netip.Prefix]int
 	draining bool
@@ -111,6 +112,7 @@ func NewManager(opts Options) (*Manager, error) {
 		opts:     opts,
 		sessions: make(map[uint64]*Session),
 		accounts: make(map[string]*Session),
+		stages:   make(map[int64]map[*Session]struct{}),
 		perIP:    make(map[netip.Prefix]int),
 	}
 	m.compPool.New = func() any { return &protocol.Compressor{Threshold: opts.CompressionThreshold} }
@@ -245,6 +247,74 @@ func (m *Manager) unregister(s *Session) {
 	if acct := s.AccountID(); acct != "" && m.accounts[acct] == s {
 		delete(m.accounts, acct)
 	}
+	m.leaveStageLocked(s, s.StageID())
+}
+
+// setStage records s's stage and moves it in the stage index; both change
+// under the manager's lock so concurrent calls cannot leave s in two stages.
+// A session not (or no longer) registered is not indexed.
+func (m *Manager) setStage(s *Session, new int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.leaveStageLocked(s, s.stageID.Swap(new))
+	if new == 0 || m.sessions[s.id] != s {
+		return
+	}
+	members := m.stages[new]
+	if members == nil {
+		members = make(map[*Session]struct{})
+		m.stages[new] = members
+	}
+	members[s] = struct{}{}
+}
+
+func (m *Manager) leaveStageLocked(s *Session, stage int64) {
+	if members := m.stages[stage]; members != nil {
+		delete(members, s)
+		if len(members) == 0 {
+			delete(m.stages, stage)
+		}
+	}
+}
+
+// StageMembers returns the open sessions placed in stage (see SetStageID).
+func (m *Manager) StageMembers(stage int64) []*Session {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]*Session, 0, len(m.stages[stage]))
+	for s := range m.stages[stage] {
+		out = append(out, s)
+	}
+	return out
+}
+
+// Broadcast pushes one packet (MsgSeq 0) to every session in stage, except
+// the session except (may be nil). The frame is encoded once. A recipient
+// whose outbox is full is closed as a slow consumer; the others still get
+// the packet. It returns how many sessions the packet was queued for.
+func (m *Manager) Broadcast(stage int64, msgID string, payload []byte, except *Session) (int, error) {
+	var comp *protocol.Compressor
+	body := payload
+	h := protocol.Header{StageID: stage}
+	if m.opts.Compression && len(payload) >= m.opts.CompressionThreshold {
+		comp = m.compPool.Get().(*protocol.Compressor)
+		defer m.compPool.Put(comp)
+		body, h.OriginalSize = comp.Compress(payload)
+	}
+	if n := protocol.ResponseSize(len(msgID), len(body)) - protocol.LengthSize; n > m.opts.MaxPacketSize {
+		return 0, fmt.Errorf("broadcast %s: %d-byte body exceeds MaxPacketSize %d", msgID, n, m.opts.MaxPacketSize)
+	}
+	frame, err := protocol.AppendFull(nil, h, msgID, body)
+	if err != nil {
+		return 0, fmt.Errorf("broadcast %s: %w", msgID, err)
+	}
+	sent := 0
+	for _, s := range m.StageMembers(stage) {
+		if s != except && s.sendFrame(frame) == nil {
+			sent++
+		}
+	}
+	return sent, nil
 }
 
 // bind makes s the session of account and returns the session it supersedes.

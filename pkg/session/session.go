@@ -120,8 +120,9 @@ func (s *Session) AccountID() string {
 // StageID is the stage the application placed the session in (0: none).
 func (s *Session) StageID() int64 { return s.stageID.Load() }
 
-// SetStageID records the session's stage (carried in reconnect tokens).
-func (s *Session) SetStageID(id int64) { s.stageID.Store(id) }
+// SetStageID places the session in a stage (0: none). Manager.Broadcast
+// reaches the sessions of a stage, and reconnect tokens carry it.
+func (s *Session) SetStageID(id int64) { s.m.setStage(s, id) }
 
 // Data returns the value stored with SetData.
 func (s *Session) Data() any {
@@ -174,23 +175,38 @@ func (s *Session) send(msgID string, seq uint16, stage int64, code protocol.Erro
 		comp = s.m.compPool.Get().(*protocol.Compressor)
 		defer s.m.compPool.Put(comp)
 	}
-	err := s.out.Append(func(dst []byte) ([]byte, error) {
+	return s.enqueue(func(dst []byte) ([]byte, error) {
 		h := protocol.Header{MsgSeq: seq, StageID: stage, ErrorCode: code}
 		body := payload
 		if comp != nil {
 			body, h.OriginalSize = comp.Compress(payload)
 		}
-		size := protocol.ResponseSize(len(msgID), len(body))
-		if size-protocol.LengthSize > s.m.opts.MaxPacketSize {
-			return dst, fmt.Errorf("send %s: %d-byte payload exceeds MaxPacketSize %d", msgID, len(body), s.m.opts.MaxPacketSize)
-		}
-		if obs := s.m.opts.Observer; obs != nil {
-			obs.PacketSent(size)
+		if n := protocol.ResponseSize(len(msgID), len(body)) - protocol.LengthSize; n > s.m.opts.MaxPacketSize {
+			return dst, fmt.Errorf("send %s: %d-byte body exceeds MaxPacketSize %d", msgID, n, s.m.opts.MaxPacketSize)
 		}
 		return protocol.AppendFull(dst, h, msgID, body)
 	})
+}
+
+// sendFrame queues a frame already encoded (by Manager.Broadcast).
+func (s *Session) sendFrame(frame []byte) error {
+	return s.enqueue(func(dst []byte) ([]byte, error) { return append(dst, frame...), nil })
+}
+
+// enqueue appends one encoded frame to the outbox; a full outbox closes the
+// session as a slow consumer, and the caller never blocks on the socket.
+func (s *Session) enqueue(encode func(dst []byte) ([]byte, error)) error {
+	size := 0
+	err := s.out.Append(func(dst []byte) ([]byte, error) {
+		out, err := encode(dst)
+		size = len(out) - len(dst)
+		return out, err
+	})
 	switch {
 	case err == nil:
+		if obs := s.m.opts.Observer; obs != nil {
+			obs.PacketSent(size)
+		}
 		return nil
 	case errors.Is(err, transport.ErrSlowConsumer):
 		s.abort(SlowConsumer, err)
