@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	playhousev1alpha1 "github.com/playhouse-k8s/playhouse/api/v1alpha1"
@@ -30,15 +31,16 @@ func renderConfig(phs *playhousev1alpha1.PlayHouseServer) (config.Config, error)
 	c.Transports.TLSTCP = listener(t.TLSTCP, config.DefaultTLSTCPPort)
 	c.Transports.WebSocket = webSocketListener(t.WebSocket, config.DefaultWSPort)
 	c.Transports.WSS = webSocketListener(t.WSS, config.DefaultWSSPort)
+	// Fields are overlaid one by one, never whole structs, so the server's
+	// defaults of the options the CRD does not expose (the TLS reload
+	// interval, the PROXY header timeout) are kept.
 	if t.TLS.SecretName != "" {
-		c.Transports.TLS = config.TLS{
-			CertFile: TLSDir + "/tls.crt",
-			KeyFile:  TLSDir + "/tls.key",
-		}
+		c.Transports.TLS.CertFile = TLSDir + "/" + corev1.TLSCertKey
+		c.Transports.TLS.KeyFile = TLSDir + "/" + corev1.TLSPrivateKeyKey
 	}
-	c.Transports.ProxyProtocol = config.ProxyProtocol{
-		Enabled:      t.ProxyProtocol.Enabled,
-		TrustedCIDRs: t.ProxyProtocol.TrustedCIDRs,
+	c.Transports.ProxyProtocol.Enabled = t.ProxyProtocol.Enabled
+	if len(t.ProxyProtocol.TrustedCIDRs) > 0 {
+		c.Transports.ProxyProtocol.TrustedCIDRs = t.ProxyProtocol.TrustedCIDRs
 	}
 
 	p := &s.Protocol
@@ -52,7 +54,10 @@ func renderConfig(phs *playhousev1alpha1.PlayHouseServer) (config.Config, error)
 	setInt(&c.Limits.MaxPacketSize, l.MaxPacketSize)
 	setInt(&c.Limits.MaxConnections, l.MaxConnections)
 	setInt(&c.Limits.MaxConnectionsPerIP, l.MaxConnectionsPerIP)
-	if l.PerIPExempt != nil {
+	// An empty list (perIPExempt: []) keeps the default like an absent one:
+	// the config file cannot tell the two apart (the field is omitempty), so
+	// anything else would render a file the server reads differently.
+	if len(l.PerIPExempt) > 0 {
 		c.Limits.PerIPExempt = l.PerIPExempt
 	}
 	if l.RateLimit.PacketsPerSecond != 0 {
@@ -112,9 +117,11 @@ func listener(l playhousev1alpha1.ListenerSpec, defaultPort int) config.Listener
 // port and path.
 func webSocketListener(w playhousev1alpha1.WebSocketSpec, defaultPort int) config.WebSocketListener {
 	out := config.WebSocketListener{
-		Listener:       config.Listener{Enabled: w.Enabled, Port: defaultPort},
-		Path:           "/ws",
-		AllowedOrigins: w.AllowedOrigins,
+		Listener: config.Listener{Enabled: w.Enabled, Port: defaultPort},
+		Path:     "/ws",
+	}
+	if len(w.AllowedOrigins) > 0 {
+		out.AllowedOrigins = w.AllowedOrigins
 	}
 	setInt(&out.Port, w.Port)
 	setString(&out.Path, w.Path)

@@ -93,8 +93,11 @@ func TestRenderConfigDefaults(t *testing.T) {
 	if c.Auth.SigningKeyFile != "/etc/playhouse/auth/signing-key" {
 		t.Errorf("signing key file %q", c.Auth.SigningKeyFile)
 	}
-	if c.Transports.TLS != (config.TLS{}) {
-		t.Errorf("TLS files set without a TLS secret: %+v", c.Transports.TLS)
+	if c.Transports.TLS != config.Default().Transports.TLS {
+		t.Errorf("TLS files set without a TLS secret, or TLS defaults lost: %+v", c.Transports.TLS)
+	}
+	if c.Transports.ProxyProtocol.Enabled || c.Transports.ProxyProtocol.HeaderTimeout != config.Default().Transports.ProxyProtocol.HeaderTimeout {
+		t.Errorf("PROXY protocol %+v, want off with the default header timeout", c.Transports.ProxyProtocol)
 	}
 	// Everything the spec leaves unset keeps the server's defaults.
 	def := config.Default()
