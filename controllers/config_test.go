@@ -24,6 +24,15 @@ func TestRenderedConfigRoundTrips(t *testing.T) {
 		check  func(t *testing.T, c config.Config)
 	}{
 		{name: "defaults", change: func(*playhousev1alpha1.PlayHouseServer) {}},
+		{
+			name:   "relay app",
+			change: func(p *playhousev1alpha1.PlayHouseServer) { p.Spec.App = "relay" },
+			check: func(t *testing.T, c config.Config) {
+				if c.App != "relay" {
+					t.Errorf("app %q, want relay", c.App)
+				}
+			},
+		},
 		{name: "tls transports", change: func(p *playhousev1alpha1.PlayHouseServer) { withTLS(p) }},
 		{name: "only wss", change: func(p *playhousev1alpha1.PlayHouseServer) {
 			p.Spec.Transports.TCP.Enabled = false

@@ -72,10 +72,12 @@ type PlayHouseServerSpec struct {
 	// +optional
 	Pod PodOverrides `json:"pod,omitzero"`
 
-	// App names the built-in application handler the server runs.
+	// App names the built-in application handler the server runs: echo
+	// (answers every request with its payload) or relay (stages: one-way
+	// packets relayed to the other sessions of the sender's stage).
 	// +optional
 	// +kubebuilder:default=echo
-	// +kubebuilder:validation:Enum=echo
+	// +kubebuilder:validation:Enum=echo;relay
 	App string `json:"app,omitempty"`
 
 	// Transports selects the client listeners. Each transport block that is
@@ -336,8 +338,8 @@ type LimitsSpec struct {
 	// +kubebuilder:validation:Minimum=0
 	MaxConnectionsPerIP int32 `json:"maxConnectionsPerIP,omitempty"`
 
-	// PerIPExempt lists CIDRs not subject to MaxConnectionsPerIP (default
-	// loopback).
+	// PerIPExempt lists CIDRs not subject to MaxConnectionsPerIP. Absent or
+	// empty keeps the default (loopback).
 	// +optional
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=64
@@ -604,6 +606,7 @@ type PlayHouseServerStatus struct {
 // +kubebuilder:printcolumn:name="Endpoint",type=string,JSONPath=`.status.endpoint`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 63",message="metadata.name must be a DNS label of at most 63 characters starting with a letter (it names the Service)"
+// +kubebuilder:validation:XValidation:rule="!has(self.spec.monitoring) || !has(self.spec.monitoring.serviceMonitor) || !self.spec.monitoring.serviceMonitor || size(self.metadata.name) <= 55",message="metadata.name must be at most 55 characters while monitoring.serviceMonitor is on (it names the Service <name>-metrics)"
 type PlayHouseServer struct {
 	metav1.TypeMeta `json:",inline"`
 	// +optional

@@ -178,7 +178,7 @@ func TestInvalidObjectsAreRefused(t *testing.T) {
 		{
 			name: "unknown app",
 			spec: "app: chess",
-			want: []string{`spec.app: Unsupported value: "chess": supported values: "echo"`},
+			want: []string{`spec.app: Unsupported value: "chess": supported values: "echo", "relay"`},
 		},
 		{
 			name: "drain timeout that is not a duration",
@@ -235,6 +235,13 @@ func TestInvalidObjectsAreRefused(t *testing.T) {
 			objName: "game.eu",
 			want:    []string{`<nil>: Invalid value: metadata.name must be a DNS label of at most 63 characters starting with a letter (it names the Service)`},
 		},
+		{
+			// "<name>-metrics" would exceed the 63 characters of a Service name.
+			name:    "name too long for the metrics Service",
+			objName: "m" + strings.Repeat("x", 55),
+			spec:    "monitoring: {serviceMonitor: true}",
+			want:    []string{`<nil>: Invalid value: metadata.name must be at most 55 characters while monitoring.serviceMonitor is on (it names the Service <name>-metrics)`},
+		},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -266,9 +273,14 @@ func TestValidObjectsAreAccepted(t *testing.T) {
 	ns := newNamespace(t, c)
 	cases := []struct {
 		name string
-		spec string
+		// objName overrides the object name ("good" by default).
+		objName string
+		spec    string
 	}{
 		{name: "no spec at all", spec: ""},
+		{name: "63-character name without monitoring", objName: "m" + strings.Repeat("x", 62), spec: "monitoring: {serviceMonitor: false}"},
+		{name: "55-character name with monitoring", objName: "m" + strings.Repeat("x", 54), spec: "monitoring: {serviceMonitor: true}"},
+		{name: "relay app", spec: "app: relay"},
 		{name: "disabled transports may share ports", spec: "transports: {tlsTcp: {enabled: false, port: 7777}, wss: {enabled: false, port: 9090}}"},
 		{name: "disabled transport without a port", spec: "transports: {tlsTcp: {enabled: false}}"},
 		{name: "only a TLS transport", spec: "transports: {tcp: {enabled: false}, websocket: {enabled: false}, tlsTcp: {enabled: true, port: 443}, tls: {secretName: game-tls}}"},
@@ -284,7 +296,11 @@ func TestValidObjectsAreAccepted(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			obj := object(t, ns, "good", tc.spec)
+			name := tc.objName
+			if name == "" {
+				name = "good"
+			}
+			obj := object(t, ns, name, tc.spec)
 			if err := c.Create(context.Background(), obj, client.DryRunAll); err != nil {
 				t.Fatalf("object was refused: %v", err)
 			}
