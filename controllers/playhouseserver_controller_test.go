@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -661,8 +662,28 @@ func TestSamplesApply(t *testing.T) {
 					t.Errorf("%T missing: %v", obj, err)
 				}
 			}
-			if ok, err := s.get(&corev1.ConfigMap{}, ns, phs.Name+"-config"); !ok {
-				t.Errorf("ConfigMap missing: %v", err)
+			// The server reads the rendered file as the operator computed it
+			// from the stored (defaulted) object.
+			cm := &corev1.ConfigMap{}
+			if ok, err := s.get(cm, ns, phs.Name+"-config"); !ok {
+				t.Fatalf("ConfigMap missing: %v", err)
+			}
+			parsed, err := config.Parse([]byte(cm.Data[ConfigKey]))
+			if err != nil {
+				t.Fatalf("the server refuses the sample's config: %v\n%s", err, cm.Data[ConfigKey])
+			}
+			if want, err := renderConfig(got); err != nil || !reflect.DeepEqual(parsed, want) {
+				t.Errorf("the server reads another config than the operator rendered (%v):\n got %+v\nwant %+v", err, parsed, want)
+			}
+			if parsed.Auth.SigningKeyFile != SigningKeyPath {
+				t.Errorf("signingKeyFile %q in %s mode, want %q", parsed.Auth.SigningKeyFile, parsed.Auth.Mode, SigningKeyPath)
+			}
+			dep := &appsv1.Deployment{}
+			if _, err := s.get(dep, ns, phs.Name); err != nil {
+				t.Fatal(err)
+			}
+			if !projectedPaths(t, dep)[usedSigningKeySecret(got)+":"+SigningKeyKey+"->auth/"+SigningKeyKey] {
+				t.Errorf("the pods do not mount the signing key the config names")
 			}
 			if phs.Spec.Autoscaling.Enabled {
 				if ok, err := s.get(&autoscalingv2.HorizontalPodAutoscaler{}, ns, phs.Name); !ok {
