@@ -30,6 +30,7 @@ import (
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -54,6 +55,11 @@ type options struct {
 	maxConcurrentRecons     int
 	logLevel                string
 	logFormat               string
+
+	// skipControllerNameCheck lets a test run the operator more than once in
+	// one process (go test -count): controller-runtime otherwise refuses a
+	// second controller of the same name. Never set by a flag.
+	skipControllerNameCheck bool
 }
 
 func main() {
@@ -149,6 +155,7 @@ func run(ctx context.Context, cfg *rest.Config, o *options) error {
 		LeaderElectionNamespace:       o.leaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
 		Cache:                         cache.Options{ByObject: controllers.CacheByObject()},
+		Controller:                    config.Controller{SkipNameValidation: &o.skipControllerNameCheck},
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)

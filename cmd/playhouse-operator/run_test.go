@@ -40,14 +40,20 @@ func freeAddr(t *testing.T) string {
 	return addr
 }
 
-// poll retries cond every 50ms until it succeeds or 30s pass.
-func poll(t *testing.T, what string, cond func() error) {
+// poll retries cond every 50ms until it succeeds or 30s pass. It gives up at
+// once when exited is closed (the operator stopped: nothing will change).
+func poll(t *testing.T, what string, exited <-chan struct{}, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		err := cond()
 		if err == nil {
 			return
+		}
+		select {
+		case <-exited:
+			t.Fatalf("the operator stopped while waiting for %s (last error: %v)", what, err)
+		default:
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s: %v", what, err)
@@ -104,10 +110,16 @@ func TestRunAgainstAPIServer(t *testing.T) {
 	if o.enableHTTP2 || o.sessionReadTimeout != 2*time.Second || o.logFormat != "json" {
 		t.Errorf("flag defaults: %+v", o)
 	}
+	// go test -count=N runs this test again in the same process.
+	o.skipControllerNameCheck = true
 
 	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- run(runCtx, cfg, &o) }()
+	exited := make(chan struct{})
+	var runErr error
+	go func() {
+		defer close(exited)
+		runErr = run(runCtx, cfg, &o)
+	}()
 	stopped := false
 	stop := func() {
 		if stopped {
@@ -116,9 +128,9 @@ func TestRunAgainstAPIServer(t *testing.T) {
 		stopped = true
 		cancel()
 		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("run returned %v", err)
+		case <-exited:
+			if runErr != nil {
+				t.Errorf("run returned %v", runErr)
 			}
 		case <-time.After(30 * time.Second):
 			t.Error("run did not return after its context ended")
@@ -127,7 +139,7 @@ func TestRunAgainstAPIServer(t *testing.T) {
 	t.Cleanup(stop)
 
 	for _, path := range []string{"/healthz", "/readyz"} {
-		poll(t, path, func() error {
+		poll(t, path, exited, func() error {
 			resp, err := http.Get("http://" + probeAddr + path)
 			if err != nil {
 				return err
@@ -141,7 +153,7 @@ func TestRunAgainstAPIServer(t *testing.T) {
 	}
 
 	lease := &coordinationv1.Lease{}
-	poll(t, "leader election lease", func() error {
+	poll(t, "leader election lease", exited, func() error {
 		if err := c.Get(ctx, client.ObjectKey{Namespace: "playhouse-system", Name: leaderElectionID}, lease); err != nil {
 			return err
 		}
@@ -157,7 +169,7 @@ func TestRunAgainstAPIServer(t *testing.T) {
 		ForceAttemptHTTP2: true,
 	}
 	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	poll(t, "metrics endpoint", func() error {
+	poll(t, "metrics endpoint", exited, func() error {
 		resp, err := hc.Get("https://" + metricsAddr + "/metrics")
 		if err != nil {
 			return err
@@ -177,7 +189,7 @@ func TestRunAgainstAPIServer(t *testing.T) {
 	if err := c.Create(ctx, phs); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, "the operator's Deployment", func() error {
+	poll(t, "the operator's Deployment", exited, func() error {
 		d := &appsv1.Deployment{}
 		if err := c.Get(ctx, client.ObjectKey{Namespace: "default", Name: "smoke"}, d); err != nil {
 			return err
