@@ -580,7 +580,9 @@ func (r *PlayHouseServerReconciler) watchServiceMonitors(ctx context.Context) {
 // its pod-deletion-cost annotation to it (only when it changed), so a
 // scale-down removes the emptiest pods first. The sum becomes
 // status.sessions. A pod that cannot be read keeps its annotation and is left
-// out of the sum; failures here never fail the reconcile.
+// out of the sum; when no ready pod can be read at all, nothing was observed
+// and status.sessions keeps its last value rather than claiming zero.
+// Failures here never fail the reconcile.
 func (r *PlayHouseServerReconciler) reconcileDeletionCost(ctx context.Context, phs *playhousev1alpha1.PlayHouseServer, obs *observation) {
 	if r.Sessions == nil {
 		return
@@ -598,11 +600,13 @@ func (r *PlayHouseServerReconciler) reconcileDeletionCost(ctx context.Context, p
 		}
 	}
 	var total int64
+	read := 0
 	for _, c := range readSessions(ctx, r.Sessions, ready) {
 		if c.err != nil {
 			log.V(1).Info("cannot read session count", "pod", c.pod.Name, "error", c.err.Error())
 			continue
 		}
+		read++
 		total += c.sessions
 		want := deletionCost(c.sessions)
 		if c.pod.Annotations[AnnotationPodDeletionCost] == want {
@@ -619,6 +623,10 @@ func (r *PlayHouseServerReconciler) reconcileDeletionCost(ctx context.Context, p
 			}
 			continue
 		}
+	}
+	if len(ready) > 0 && read == 0 {
+		log.Info("cannot read the session count of any ready pod; status.sessions keeps its last value", "readyPods", len(ready))
+		return
 	}
 	obs.sessions = &total
 }

@@ -366,3 +366,68 @@ func TestReconcileConvergesThroughAPIFaults(t *testing.T) {
 		t.Errorf("HPA maxReplicas %d (%v), want 6", hpa.Spec.MaxReplicas, err)
 	}
 }
+
+// TestSessionsKeptWhenNoPodCanBeRead checks that status.sessions reports only
+// what was read: the sum of the readable ready pods, zero when no pod is
+// ready, and the last value (not zero) when every ready pod's /status fails.
+func TestSessionsKeptWhenNoPodCanBeRead(t *testing.T) {
+	s := envOrSkip(t)
+	ns := s.newNamespace(t)
+	p := minimalPHS(ns, "blind")
+	p.Labels = map[string]string{directLabel: "true"}
+	phs := s.create(t, p)
+	sessions := newFakeSessions()
+	r, _ := s.directReconciler(newFaults(), sessions)
+	req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(phs)}
+	ctx := context.Background()
+	statusSessions := func(pass string) int64 {
+		t.Helper()
+		if _, err := r.Reconcile(ctx, req); err != nil {
+			t.Fatalf("%s: reconcile: %v", pass, err)
+		}
+		got := &playhousev1alpha1.PlayHouseServer{}
+		if _, err := s.get(got, ns, "blind"); err != nil {
+			t.Fatal(err)
+		}
+		return got.Status.Sessions
+	}
+
+	a := newServerPod(t, s, phs, "blind-a", "10.3.0.1", true)
+	b := newServerPod(t, s, phs, "blind-b", "10.3.0.2", true)
+	sessions.set(ns+"/blind-a", 30)
+	sessions.set(ns+"/blind-b", 12)
+	if n := statusSessions("both readable"); n != 42 {
+		t.Fatalf("status.sessions %d, want 42", n)
+	}
+
+	// One pod unreadable: the sum of what was read.
+	sessions.unset(ns + "/blind-b")
+	if n := statusSessions("one unreadable"); n != 30 {
+		t.Errorf("status.sessions %d, want 30 from the readable pod", n)
+	}
+
+	// No pod readable (say a NetworkPolicy blocks the admin port): nothing was
+	// observed, so the last value stays instead of a false zero.
+	sessions.unset(ns + "/blind-a")
+	if n := statusSessions("none readable"); n != 30 {
+		t.Errorf("status.sessions %d with every read failing, want the last value 30", n)
+	}
+	if c, _ := s.podCost(a); c != "30" {
+		t.Errorf("deletion cost %q of an unreadable pod, want its last value 30", c)
+	}
+
+	// No ready pod at all: zero sessions is what is observed.
+	for _, pod := range []*corev1.Pod{a, b} {
+		if err := s.c.Delete(ctx, pod, client.GracePeriodSeconds(0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the pods gone", func() (bool, error) {
+		pods := &corev1.PodList{}
+		err := s.c.List(ctx, pods, client.InNamespace(ns))
+		return len(pods.Items) == 0, err
+	})
+	if n := statusSessions("no ready pod"); n != 0 {
+		t.Errorf("status.sessions %d without a ready pod, want 0", n)
+	}
+}

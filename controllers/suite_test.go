@@ -222,6 +222,13 @@ func (f *fakeSessions) set(key string, n int64) {
 	f.counts[key] = n
 }
 
+// unset removes a pod's session count, so reading it fails.
+func (f *fakeSessions) unset(key string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.counts, key)
+}
+
 // readCount is how often a pod was read.
 func (f *fakeSessions) readCount(key string) int {
 	f.mu.Lock()
