@@ -569,7 +569,9 @@ type PlayHouseServerStatus struct {
 	// +optional
 	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
 
-	// Sessions is the number of live sessions over all pods.
+	// Sessions is the number of live sessions over the ready pods, read from
+	// each pod's /status at every resync. When no ready pod can be read it
+	// keeps its last value.
 	// +optional
 	Sessions int64 `json:"sessions,omitempty"`
 
