@@ -90,8 +90,14 @@ func TestMetricsEndpoint(t *testing.T) {
 	}
 	extra.Close()
 
-	fams := scrape(t, srv)
 	tlsLabel := map[string]string{"transport": "tls-tcp"}
+	// The sent counters move after the write returns on the server, which can
+	// be just after the client has read the reply: wait for them.
+	var fams map[string]*dto.MetricFamily
+	waitFor(t, "two packets counted as sent", func() bool {
+		fams = scrape(t, srv)
+		return value(fams, "playhouse_packets_sent_total", tlsLabel) == 2
+	})
 	for name, want := range map[string]float64{
 		"playhouse_sessions_active":        1,
 		"playhouse_connections_total":      1,
