@@ -311,10 +311,12 @@ func (s *Session) run() {
 	// still read); an aborted session has already dropped it.
 	s.Close(ClientClosed)
 	<-writerDone
-	m.unregister(s)
-	s.ks.active.Add(-1)
+	// Count the close before the session leaves the registry, so a caller
+	// that sees Count() drop also sees the close counted.
 	reason := s.CloseReason()
 	s.ks.closed[reason].Add(1)
+	s.ks.active.Add(-1)
+	m.unregister(s)
 	log.Debug("session closed", "session", s.id, "transport", string(s.kind), "remote", s.remote.String(),
 		"account", s.AccountID(), "reason", reason.String(), "duration", time.Since(s.connectedAt).String())
 	s.guard("OnDisconnect", nil, func() { m.opts.Handler.OnDisconnect(s, reason) })
