@@ -111,12 +111,14 @@ type PlayHouseServerSpec struct {
 	Autoscaling AutoscalingSpec `json:"autoscaling,omitzero"`
 
 	// DrainTimeout bounds the graceful drain of a terminating pod; the pod's
-	// terminationGracePeriodSeconds is set above it.
+	// terminationGracePeriodSeconds is set above it. At most 1h: a longer
+	// drain would hold a node drain or rollout for hours.
 	// +optional
 	// +kubebuilder:default="30s"
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule=`self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) > duration('0s')`,message="must be a positive duration such as 30s or 1m30s"
+	// +kubebuilder:validation:XValidation:rule=`!self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) <= duration('1h')`,message="must be at most 1h"
 	DrainTimeout *metav1.Duration `json:"drainTimeout,omitempty"`
 
 	// DisruptionBudget creates a PodDisruptionBudget for the fleet.

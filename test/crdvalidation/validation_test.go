@@ -186,6 +186,11 @@ func TestInvalidObjectsAreRefused(t *testing.T) {
 			want: []string{`spec.drainTimeout: Invalid value: "soon": must be a positive duration such as 30s or 1m30s`},
 		},
 		{
+			name: "drain timeout over an hour",
+			spec: "drainTimeout: 61m",
+			want: []string{`spec.drainTimeout: Invalid value: "61m": must be at most 1h`},
+		},
+		{
 			name: "zero heartbeat timeout",
 			spec: "limits: {heartbeatTimeout: 0s}",
 			want: []string{`spec.limits.heartbeatTimeout: Invalid value: "0s": must be a positive duration such as 30s or 1m30s`},
@@ -291,6 +296,7 @@ func TestValidObjectsAreAccepted(t *testing.T) {
 		{name: "disruption budget with a percentage", spec: "disruptionBudget: {enabled: true, minAvailable: 50%}"},
 		{name: "disruption budget with no bound", spec: "disruptionBudget: {enabled: true}"},
 		{name: "fractional and compound durations", spec: "drainTimeout: 1m30s\nlimits: {heartbeatTimeout: 1.5s, writeTimeout: 250ms}"},
+		{name: "drain timeout of exactly 1h", spec: "drainTimeout: 1h"},
 		{name: "IPv6 CIDRs", spec: "limits: {perIPExempt: ['::1/128', 'fd00::/8']}"},
 		{name: "ClusterIP service", spec: "service: {type: ClusterIP}"},
 	}
