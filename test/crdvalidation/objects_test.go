@@ -66,7 +66,6 @@ func TestSamplesAreAccepted(t *testing.T) {
 func TestFullSampleRoundTrips(t *testing.T) {
 	c := newClient(t)
 	ns := newNamespace(t, c)
-	ctx := context.Background()
 	data, err := os.ReadFile(filepath.Join("..", "..", "config", "samples", "playhouse_v1alpha1_playhouseserver_full.yaml"))
 	if err != nil {
 		t.Fatalf("read sample: %v", err)
@@ -76,18 +75,8 @@ func TestFullSampleRoundTrips(t *testing.T) {
 		t.Fatalf("sample does not decode strictly into the Go type: %v", err)
 	}
 	phs.Namespace = ns
-	if err := c.Create(ctx, phs); err != nil {
-		t.Fatalf("create: %v", err)
-	}
-	got := &v1alpha1.PlayHouseServer{}
-	if err := c.Get(ctx, client.ObjectKeyFromObject(phs), got); err != nil {
-		t.Fatalf("get: %v", err)
-	}
-	s := got.Spec
-	checks := []struct {
-		name      string
-		got, want any
-	}{
+	s := createAndGet(t, c, phs).Spec
+	checkFields(t, []fieldCheck{
 		{"transports.tlsTcp", s.Transports.TLSTCP, v1alpha1.ListenerSpec{Enabled: true, Port: 7779}},
 		{"transports.wss.path", s.Transports.WSS.Path, "/ws"},
 		{"transports.tls.secretName", s.Transports.TLS.SecretName, "game-tls"},
@@ -98,12 +87,7 @@ func TestFullSampleRoundTrips(t *testing.T) {
 		{"drainTimeout", s.DrainTimeout.Duration, 2 * time.Minute},
 		{"limits.heartbeatTimeout", s.Limits.HeartbeatTimeout.Duration, 90 * time.Second},
 		{"monitoring.serviceMonitor", s.Monitoring.ServiceMonitor, true},
-	}
-	for _, ch := range checks {
-		if ch.got != ch.want {
-			t.Errorf("%s = %v, want %v", ch.name, ch.got, ch.want)
-		}
-	}
+	})
 }
 
 // TestDefaultsAreApplied creates minimal objects and checks the defaults the
@@ -111,22 +95,11 @@ func TestFullSampleRoundTrips(t *testing.T) {
 func TestDefaultsAreApplied(t *testing.T) {
 	c := newClient(t)
 	ns := newNamespace(t, c)
-	ctx := context.Background()
 
 	t.Run("minimal typed object", func(t *testing.T) {
 		phs := &v1alpha1.PlayHouseServer{ObjectMeta: metav1.ObjectMeta{Name: "minimal", Namespace: ns}}
-		if err := c.Create(ctx, phs); err != nil {
-			t.Fatalf("create: %v", err)
-		}
-		got := &v1alpha1.PlayHouseServer{}
-		if err := c.Get(ctx, client.ObjectKeyFromObject(phs), got); err != nil {
-			t.Fatalf("get: %v", err)
-		}
-		s := got.Spec
-		checks := []struct {
-			name      string
-			got, want any
-		}{
+		s := createAndGet(t, c, phs).Spec
+		checkFields(t, []fieldCheck{
 			{"transports.tcp", s.Transports.TCP, v1alpha1.ListenerSpec{Enabled: true, Port: 7777}},
 			{"transports.websocket.enabled", s.Transports.WebSocket.Enabled, true},
 			{"transports.websocket.port", s.Transports.WebSocket.Port, int32(7778)},
@@ -143,12 +116,7 @@ func TestDefaultsAreApplied(t *testing.T) {
 			{"autoscaling.enabled", s.Autoscaling.Enabled, false},
 			{"disruptionBudget.enabled", s.DisruptionBudget.Enabled, false},
 			{"monitoring.serviceMonitor", s.Monitoring.ServiceMonitor, false},
-		}
-		for _, ch := range checks {
-			if ch.got != ch.want {
-				t.Errorf("%s = %v, want %v", ch.name, ch.got, ch.want)
-			}
-		}
+		})
 		if s.DrainTimeout == nil || s.DrainTimeout.Duration != 30*time.Second {
 			t.Errorf("drainTimeout = %v, want 30s", s.DrainTimeout)
 		}
@@ -156,14 +124,7 @@ func TestDefaultsAreApplied(t *testing.T) {
 
 	t.Run("transport blocks left out of a partial transports spec", func(t *testing.T) {
 		u := object(t, ns, "partial", "transports: {wss: {enabled: true, port: 443}, tls: {secretName: game-tls}}")
-		if err := c.Create(ctx, u); err != nil {
-			t.Fatalf("create: %v", err)
-		}
-		got := &v1alpha1.PlayHouseServer{}
-		if err := c.Get(ctx, client.ObjectKeyFromObject(u), got); err != nil {
-			t.Fatalf("get: %v", err)
-		}
-		tr := got.Spec.Transports
+		tr := createAndGet(t, c, u).Spec.Transports
 		if tr.TCP != (v1alpha1.ListenerSpec{Enabled: true, Port: 7777}) {
 			t.Errorf("tcp = %+v, want the default (enabled, 7777)", tr.TCP)
 		}
@@ -255,5 +216,36 @@ func TestCRDShape(t *testing.T) {
 	}
 	if want := []string{"Ready", "Sessions", "Endpoint", "Age"}; !slices.Equal(cols, want) {
 		t.Errorf("default printer columns = %v, want %v", cols, want)
+	}
+}
+
+// createAndGet creates obj and reads it back as the API server stored it
+// (defaults applied).
+func createAndGet(t *testing.T, c client.Client, obj client.Object) *v1alpha1.PlayHouseServer {
+	t.Helper()
+	ctx := context.Background()
+	if err := c.Create(ctx, obj); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	got := &v1alpha1.PlayHouseServer{}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(obj), got); err != nil {
+		t.Fatalf("get: %v", err)
+	}
+	return got
+}
+
+// fieldCheck is one field of a stored object and the value it should hold.
+type fieldCheck struct {
+	name      string
+	got, want any
+}
+
+// checkFields reports every check whose value differs from its want.
+func checkFields(t *testing.T, checks []fieldCheck) {
+	t.Helper()
+	for _, ch := range checks {
+		if ch.got != ch.want {
+			t.Errorf("%s = %v, want %v", ch.name, ch.got, ch.want)
+		}
 	}
 }
