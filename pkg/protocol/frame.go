@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 )
 
 // LengthSize is the size of the frame length prefix.
@@ -86,6 +87,15 @@ func (fr *FrameReader) Next() ([]byte, error) {
 		fr.start, fr.end = 0, 0
 	}
 	return body, nil
+}
+
+// SetMaxPacketSize changes the largest frame body accepted by later calls to
+// Next (values <= 0 mean DefaultMaxPacketSize).
+func (fr *FrameReader) SetMaxPacketSize(n int) {
+	if n <= 0 {
+		n = DefaultMaxPacketSize
+	}
+	fr.max = n
 }
 
 // Buffered reports how many bytes have been read from the stream but not yet
@@ -182,4 +192,65 @@ func SplitFrames(b []byte, maxPacketSize int, fn func(body []byte) error) error 
 func AppendFrame(dst, body []byte) []byte {
 	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(body)))
 	return append(dst, body...)
+}
+
+// ErrBudgetExceeded: taking more bytes for partly received frames would pass
+// the process-wide inbound budget (see Budget).
+var ErrBudgetExceeded = errors.New("inbound memory budget exceeded")
+
+// Budget bounds the bytes held, across every connection of a process, by
+// frames that have been announced but not yet fully received. Readers take
+// bytes from it before growing a buffer for a partial frame and give them
+// back once the frame is complete (or the connection ends). A nil *Budget is
+// unlimited. It is safe for concurrent use.
+type Budget struct {
+	max  int64
+	used atomic.Int64
+}
+
+// NewBudget returns a budget of max bytes (max <= 0: unlimited).
+func NewBudget(max int64) *Budget { return &Budget{max: max} }
+
+// Acquire takes n bytes and reports whether they fit; nothing is taken when
+// they do not.
+func (b *Budget) Acquire(n int) bool {
+	if b == nil || n <= 0 {
+		return true
+	}
+	if b.max <= 0 {
+		b.used.Add(int64(n))
+		return true
+	}
+	for {
+		cur := b.used.Load()
+		if cur+int64(n) > b.max {
+			return false
+		}
+		if b.used.CompareAndSwap(cur, cur+int64(n)) {
+			return true
+		}
+	}
+}
+
+// Release gives back n bytes taken with Acquire.
+func (b *Budget) Release(n int) {
+	if b != nil && n > 0 {
+		b.used.Add(-int64(n))
+	}
+}
+
+// Used reports the bytes currently taken.
+func (b *Budget) Used() int64 {
+	if b == nil {
+		return 0
+	}
+	return b.used.Load()
+}
+
+// Max reports the budget's size (0: unlimited).
+func (b *Budget) Max() int64 {
+	if b == nil || b.max < 0 {
+		return 0
+	}
+	return b.max
 }

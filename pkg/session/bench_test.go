@@ -20,6 +20,9 @@ func (nullConn) WriteFrames([]byte) error         { return nil }
 func (nullConn) SetReadDeadline(time.Time) error  { return nil }
 func (nullConn) SetWriteDeadline(time.Time) error { return nil }
 func (nullConn) Close() error                     { return nil }
+func (nullConn) CloseWrite(int, string) error     { return nil }
+func (nullConn) SetReadLimit(int)                 {}
+func (nullConn) SetControlHook(func(int) error)   {}
 func (nullConn) RemoteAddr() net.Addr             { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
 func (nullConn) Kind() transport.Kind             { return transport.KindTCP }
 

@@ -55,6 +55,9 @@ const (
 	// HandlerPanic: the application's handler panicked; the panic was
 	// recovered and logged with its stack, and only this session ended.
 	HandlerPanic
+	// InboundBudgetExceeded: a partly received frame would have passed the
+	// process-wide budget of bytes held for partial frames.
+	InboundBudgetExceeded
 	numReasons
 )
 
@@ -66,6 +69,7 @@ var reasonNames = [numReasons]string{
 	BadCompression: "BadCompression", SlowConsumer: "SlowConsumer", RateLimited: "RateLimited",
 	Refused: "Refused", ReadError: "ReadError", WriteError: "WriteError", ProtocolError: "ProtocolError",
 	TLSHandshakeTimeout: "TLSHandshakeTimeout", TLSHandshakeFailed: "TLSHandshakeFailed", AppClosed: "AppClosed", HandlerPanic: "HandlerPanic",
+	InboundBudgetExceeded: "InboundBudgetExceeded",
 }
 
 // String returns the reason's name, e.g. "FrameTooLarge".
@@ -101,11 +105,18 @@ const (
 	RejectTLS
 	// RejectProxyProtocol: a bad PROXY header, or one from an untrusted peer.
 	RejectProxyProtocol
+	// RejectAuthCooldown: the client address used up its failed-authentication
+	// budget and is cooling down.
+	RejectAuthCooldown
+	// RejectUpgrade: an admitted WebSocket connection never completed a valid
+	// upgrade (bad request, refused origin, header too large, timeout).
+	RejectUpgrade
 	numRejects
 )
 
 var rejectNames = [numRejects]string{
 	RejectMaxConnections: "max_connections", RejectPerIP: "per_ip", RejectDraining: "draining", RejectTLS: "tls", RejectProxyProtocol: "proxy_protocol",
+	RejectAuthCooldown: "auth_cooldown", RejectUpgrade: "upgrade",
 }
 
 // String returns the metric label value, e.g. "per_ip".

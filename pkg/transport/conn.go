@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -44,6 +45,21 @@ type Conn interface {
 	SetReadDeadline(t time.Time) error
 	// SetWriteDeadline bounds the next WriteFrames.
 	SetWriteDeadline(t time.Time) error
+	// CloseWrite starts a lingering close after the last write: it tells the
+	// peer that nothing more will be sent (TCP FIN, TLS close_notify then FIN,
+	// or a WebSocket Close frame carrying code and text) while reads keep
+	// working, so the caller can read and discard until the peer closes
+	// (protocol.md section 3). code and text matter only on WebSocket.
+	CloseWrite(code int, text string) error
+	// SetReadLimit changes the largest frame body accepted by later reads
+	// (for example a smaller limit before authentication).
+	SetReadLimit(maxPacketSize int)
+	// SetControlHook sets fn to be called with the size of every control
+	// message the transport consumes itself (WebSocket ping and pong), so the
+	// session can charge it to its rate limit. A non-nil error from fn fails
+	// the read in progress with that error. Stream transports have no control
+	// messages and ignore it.
+	SetControlHook(fn func(size int) error)
 	// Close closes the connection; pending reads and writes fail.
 	Close() error
 	// RemoteAddr is the client address (after PROXY protocol, if any).
@@ -75,6 +91,34 @@ func (c *streamConn) WriteFrames(b []byte) error {
 }
 
 func (c *streamConn) Kind() Kind { return c.kind }
+
+// CloseWrite sends TLS close_notify (on TLS) and then a TCP FIN, keeping the
+// read side open.
+func (c *streamConn) CloseWrite(int, string) error {
+	var conn net.Conn = c.Conn
+	if tc, ok := conn.(*tls.Conn); ok {
+		if err := tc.CloseWrite(); err != nil {
+			return fmt.Errorf("tls close_notify: %w", err)
+		}
+		conn = tc.NetConn()
+	}
+	if tcp, ok := tcpConn(conn); ok {
+		if err := tcp.CloseWrite(); err != nil {
+			return fmt.Errorf("tcp half-close: %w", err)
+		}
+		return nil
+	}
+	if hc, ok := conn.(interface{ CloseWrite() error }); ok {
+		if err := hc.CloseWrite(); err != nil {
+			return fmt.Errorf("half-close: %w", err)
+		}
+	}
+	return nil
+}
+
+func (c *streamConn) SetReadLimit(maxPacketSize int) { c.fr.SetMaxPacketSize(maxPacketSize) }
+
+func (c *streamConn) SetControlHook(func(int) error) {}
 
 // ErrProtocol marks a transport-level protocol violation (for example a
 // WebSocket text message); sessions close with reason ProtocolError.

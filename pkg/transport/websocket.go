@@ -200,6 +200,38 @@ func (c *wsConn) WriteFrames(b []byte) error {
 	return nil
 }
 
+// CloseWrite sends a Close frame with code and text; reads go on until the
+// peer answers with its own Close frame (reported as io.EOF).
+func (c *wsConn) CloseWrite(code int, text string) error {
+	err := c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, truncate(text, 120)), time.Now().Add(closeControlWait))
+	if err != nil && !errors.Is(err, websocket.ErrCloseSent) {
+		return fmt.Errorf("websocket close frame: %w", err)
+	}
+	return nil
+}
+
+func (c *wsConn) SetReadLimit(maxPacketSize int) {
+	c.max = maxPacketSize
+	c.ws.SetReadLimit(int64(maxPacketSize) + protocol.LengthSize)
+}
+
+func (c *wsConn) SetControlHook(fn func(size int) error) {
+	c.ws.SetPingHandler(func(data string) error {
+		if err := fn(len(data)); err != nil {
+			return err
+		}
+		err := c.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(closeControlWait))
+		if err != nil && !errors.Is(err, websocket.ErrCloseSent) {
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				return err
+			}
+		}
+		return nil
+	})
+	c.ws.SetPongHandler(func(data string) error { return fn(len(data)) })
+}
+
 func (c *wsConn) SetReadDeadline(t time.Time) error  { return c.ws.SetReadDeadline(t) }
 func (c *wsConn) SetWriteDeadline(t time.Time) error { return c.ws.SetWriteDeadline(t) }
 func (c *wsConn) Close() error                       { return c.ws.Close() }
