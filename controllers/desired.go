@@ -151,7 +151,7 @@ func desiredDeployment(phs *playhousev1alpha1.PlayHouseServer, defaultImage stri
 		image = defaultImage
 	}
 	if image == "" {
-		image = DefaultImage
+		image = DefaultServerImage
 	}
 	tlsSecret := ""
 	if s.Transports.TLS.SecretName != "" {
@@ -209,7 +209,7 @@ func desiredDeployment(phs *playhousev1alpha1.PlayHouseServer, defaultImage stri
 		Args:            []string{"--config", ConfigPath},
 		Ports:           ports,
 		Env:             s.Pod.Env,
-		Resources:       s.Resources,
+		Resources:       defaultResources(s.Resources),
 		VolumeMounts:    []corev1.VolumeMount{{Name: "config", MountPath: ConfigDir, ReadOnly: true}},
 		ReadinessProbe: &corev1.Probe{
 			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: adminPort}},
@@ -257,6 +257,10 @@ func desiredDeployment(phs *playhousev1alpha1.PlayHouseServer, defaultImage stri
 					NodeSelector:                 s.Pod.NodeSelector,
 					Tolerations:                  s.Pod.Tolerations,
 					Affinity:                     s.Pod.Affinity,
+					ImagePullSecrets:             s.Pod.ImagePullSecrets,
+					PriorityClassName:            s.Pod.PriorityClassName,
+					ServiceAccountName:           s.Pod.ServiceAccountName,
+					TopologySpreadConstraints:    topologySpread(phs),
 					SecurityContext: &corev1.PodSecurityContext{
 						RunAsNonRoot:   ptr.To(true),
 						RunAsUser:      ptr.To(int64(65532)),
@@ -305,10 +309,17 @@ func desiredService(phs *playhousev1alpha1.PlayHouseServer) (*corev1.Service, er
 	if len(s.Annotations) > 0 {
 		svc.Annotations = maps.Clone(s.Annotations)
 	}
+	// The Service port may differ from the container port (servicePort); the
+	// target is the container port by name either way.
+	override := servicePorts(phs)
 	for _, p := range clientPorts(&cfg) {
+		port := p.port
+		if sp, ok := override[p.name]; ok {
+			port = sp
+		}
 		svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{
 			Name:       p.name,
-			Port:       p.port,
+			Port:       port,
 			TargetPort: intstr.FromString(p.name),
 			Protocol:   corev1.ProtocolTCP,
 		})
@@ -369,7 +380,6 @@ func desiredHPA(phs *playhousev1alpha1.PlayHouseServer) (*autoscalingv2.Horizont
 	}
 	minReplicas := ptr.Deref(a.MinReplicas, 1)
 	maxReplicas := max(a.MaxReplicas, minReplicas)
-	window := ptr.Deref(a.ScaleDownStabilizationSeconds, defaultScaleDownStabilizationSeconds)
 	return &autoscalingv2.HorizontalPodAutoscaler{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "autoscaling/v2", Kind: "HorizontalPodAutoscaler"},
 		ObjectMeta: childMeta(phs, phs.Name),
@@ -387,15 +397,15 @@ func desiredHPA(phs *playhousev1alpha1.PlayHouseServer) (*autoscalingv2.Horizont
 					},
 				},
 			}},
-			Behavior: &autoscalingv2.HorizontalPodAutoscalerBehavior{
-				ScaleDown: &autoscalingv2.HPAScalingRules{StabilizationWindowSeconds: ptr.To(window)},
-			},
+			Behavior: hpaBehavior(phs, cfg.DrainTimeout.Duration),
 		},
 	}, nil
 }
 
 // desiredPDB builds the policy/v1 PodDisruptionBudget, or nil when it is off.
-// With neither bound set it allows one pod to be disrupted at a time.
+// With neither bound set it allows one pod to be disrupted at a time
+// (maxUnavailable 1), which never blocks a node drain, even at one replica,
+// while keeping a drain from evicting several pods of the fleet at once.
 func desiredPDB(phs *playhousev1alpha1.PlayHouseServer) *policyv1.PodDisruptionBudget {
 	b := &phs.Spec.DisruptionBudget
 	if !b.Enabled {

@@ -1,6 +1,8 @@
 package controllers
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -8,12 +10,14 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
 
 	playhousev1alpha1 "github.com/playhouse-k8s/playhouse/api/v1alpha1"
 	"github.com/playhouse-k8s/playhouse/pkg/config"
@@ -366,8 +370,8 @@ func TestDesiredDeploymentDefaultImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := d.Spec.Template.Spec.Containers[0].Image; got != DefaultImage {
-		t.Errorf("image %q, want %q", got, DefaultImage)
+	if got := d.Spec.Template.Spec.Containers[0].Image; got != DefaultServerImage {
+		t.Errorf("image %q, want %q", got, DefaultServerImage)
 	}
 	p.Spec.Image = "mine:2"
 	if got := mustDeployment(t, p).Spec.Template.Spec.Containers[0].Image; got != "mine:2" {
@@ -714,5 +718,197 @@ func TestServiceEndpoint(t *testing.T) {
 		if got := serviceEndpoint(&tc.svc); got != tc.want {
 			t.Errorf("%s: endpoint %q, want %q", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestChartAppVersionIsTheDefaultImageTag keeps the Go release constant and
+// the chart's appVersion equal, so the default server image is the image
+// released with the chart.
+func TestChartAppVersionIsTheDefaultImageTag(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "charts", "playhouse", "Chart.yaml"))
+	if err != nil {
+		t.Fatalf("read Chart.yaml: %v", err)
+	}
+	var chart struct {
+		AppVersion string `json:"appVersion"`
+	}
+	if err := yaml.Unmarshal(data, &chart); err != nil {
+		t.Fatalf("parse Chart.yaml: %v", err)
+	}
+	if chart.AppVersion != Version {
+		t.Errorf("Chart.yaml appVersion %q, controllers.Version %q: keep them equal", chart.AppVersion, Version)
+	}
+	if !strings.HasSuffix(DefaultServerImage, ":"+chart.AppVersion) || strings.HasPrefix(DefaultServerImage, "playhouse:") {
+		t.Errorf("DefaultServerImage %q is not a versioned, pullable reference for appVersion %q", DefaultServerImage, chart.AppVersion)
+	}
+}
+
+func TestDesiredDeploymentPodKnobs(t *testing.T) {
+	p := newPHS()
+	d := mustDeployment(t, p)
+	ps := d.Spec.Template.Spec
+	if len(ps.ImagePullSecrets) != 0 || ps.PriorityClassName != "" || ps.ServiceAccountName != "" {
+		t.Errorf("knobs set without a spec: pull secrets %v, priority class %q, service account %q", ps.ImagePullSecrets, ps.PriorityClassName, ps.ServiceAccountName)
+	}
+
+	p.Spec.Pod.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "regcred"}, {Name: "mirror"}}
+	p.Spec.Pod.PriorityClassName = "game-critical"
+	p.Spec.Pod.ServiceAccountName = "game-servers"
+	ps = mustDeployment(t, p).Spec.Template.Spec
+	if len(ps.ImagePullSecrets) != 2 || ps.ImagePullSecrets[0].Name != "regcred" || ps.ImagePullSecrets[1].Name != "mirror" {
+		t.Errorf("image pull secrets %v", ps.ImagePullSecrets)
+	}
+	if ps.PriorityClassName != "game-critical" || ps.ServiceAccountName != "game-servers" {
+		t.Errorf("priority class %q, service account %q", ps.PriorityClassName, ps.ServiceAccountName)
+	}
+	if !ptr.Equal(ps.AutomountServiceAccountToken, ptr.To(false)) {
+		t.Errorf("a service account must not bring an API token: automount %v", ps.AutomountServiceAccountToken)
+	}
+}
+
+func TestDesiredDeploymentTopologySpread(t *testing.T) {
+	p := newPHS()
+	got := mustDeployment(t, p).Spec.Template.Spec.TopologySpreadConstraints
+	if len(got) != 2 {
+		t.Fatalf("default spread: want 2 constraints, got %+v", got)
+	}
+	for i, key := range []string{"kubernetes.io/hostname", "topology.kubernetes.io/zone"} {
+		c := got[i]
+		if c.TopologyKey != key || c.MaxSkew != 1 || c.WhenUnsatisfiable != corev1.ScheduleAnyway || c.LabelSelector == nil ||
+			len(c.LabelSelector.MatchLabels) != 2 || c.LabelSelector.MatchLabels[LabelInstance] != "game" || c.LabelSelector.MatchLabels[LabelName] != AppName {
+			t.Errorf("default constraint %d: %+v", i, c)
+		}
+	}
+
+	own := []corev1.TopologySpreadConstraint{{MaxSkew: 3, TopologyKey: "rack", WhenUnsatisfiable: corev1.DoNotSchedule}}
+	p.Spec.Pod.TopologySpreadConstraints = own
+	if got := mustDeployment(t, p).Spec.Template.Spec.TopologySpreadConstraints; len(got) != 1 || got[0].TopologyKey != "rack" || got[0].MaxSkew != 3 {
+		t.Errorf("own constraints replaced: %+v", got)
+	}
+
+	p.Spec.Pod.TopologySpreadConstraints = nil
+	p.Spec.Pod.DefaultTopologySpread = ptr.To(false)
+	if got := mustDeployment(t, p).Spec.Template.Spec.TopologySpreadConstraints; len(got) != 0 {
+		t.Errorf("defaultTopologySpread false still spreads: %+v", got)
+	}
+}
+
+func TestDesiredDeploymentDefaultResources(t *testing.T) {
+	p := newPHS()
+	r := mustDeployment(t, p).Spec.Template.Spec.Containers[0].Resources
+	if r.Requests.Cpu().String() != DefaultCPURequest || r.Requests.Memory().String() != DefaultMemoryRequest || len(r.Limits) != 0 {
+		t.Errorf("default resources %+v, want requests cpu %s memory %s and no limits", r, DefaultCPURequest, DefaultMemoryRequest)
+	}
+
+	// A limit alone stands for the request: no default request may exceed it.
+	p.Spec.Resources = corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")}}
+	r = mustDeployment(t, p).Spec.Template.Spec.Containers[0].Resources
+	if _, ok := r.Requests[corev1.ResourceMemory]; ok || r.Requests.Cpu().String() != DefaultCPURequest || r.Limits.Memory().String() != "64Mi" {
+		t.Errorf("resources with a memory limit %+v", r)
+	}
+	if p.Spec.Resources.Requests != nil {
+		t.Errorf("the spec was modified: %+v", p.Spec.Resources)
+	}
+
+	p.Spec.Resources = corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2")}}
+	r = mustDeployment(t, p).Spec.Template.Spec.Containers[0].Resources
+	if r.Requests.Cpu().String() != "2" || r.Requests.Memory().String() != DefaultMemoryRequest {
+		t.Errorf("resources with a CPU request %+v", r)
+	}
+}
+
+func TestDesiredServicePortSeparateFromContainerPort(t *testing.T) {
+	p := withTLS(newPHS())
+	p.Spec.Transports.TLSTCP.Port = 7779
+	p.Spec.Transports.TLSTCP.ServicePort = 443
+	p.Spec.Transports.WebSocket.ServicePort = 80
+	svc, err := desiredService(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]corev1.ServicePort{}
+	for _, sp := range svc.Spec.Ports {
+		got[sp.Name] = sp
+	}
+	want := map[string]int32{PortTCP: 7777, PortWS: 80, PortTLSTCP: 443, PortWSS: 7780}
+	for name, port := range want {
+		if got[name].Port != port || got[name].TargetPort != intstr.FromString(name) {
+			t.Errorf("Service port %s: %+v, want port %d targeting the container port by name", name, got[name], port)
+		}
+	}
+	cports := map[string]int32{}
+	for _, cp := range mustDeployment(t, p).Spec.Template.Spec.Containers[0].Ports {
+		cports[cp.Name] = cp.ContainerPort
+	}
+	if cports[PortTLSTCP] != 7779 || cports[PortWS] != 7778 {
+		t.Errorf("container ports %v: the container must keep listening on the unprivileged ports", cports)
+	}
+}
+
+func TestDesiredHPABehavior(t *testing.T) {
+	p := newPHS()
+	p.Spec.Autoscaling = playhousev1alpha1.AutoscalingSpec{Enabled: true, MaxReplicas: 20, TargetSessionsPerPod: 800}
+	for _, tc := range []struct {
+		drain      time.Duration
+		wantPeriod int32
+	}{
+		{30 * time.Second, 30},
+		{90*time.Second + 200*time.Millisecond, 91},
+		{5 * time.Second, 15},
+		{time.Hour, 1800},
+	} {
+		p.Spec.DrainTimeout = &metav1.Duration{Duration: tc.drain}
+		h, err := desiredHPA(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sd := h.Spec.Behavior.ScaleDown
+		if ptr.Deref(sd.StabilizationWindowSeconds, 0) < 300 || ptr.Deref(sd.SelectPolicy, "") != autoscalingv2.MaxChangePolicySelect || len(sd.Policies) != 2 {
+			t.Fatalf("drain %s: default scale-down %+v", tc.drain, sd)
+		}
+		pods, pct := sd.Policies[0], sd.Policies[1]
+		if pods.Type != autoscalingv2.PodsScalingPolicy || pods.Value != 1 || pods.PeriodSeconds != tc.wantPeriod ||
+			pct.Type != autoscalingv2.PercentScalingPolicy || pct.Value != 10 || pct.PeriodSeconds != tc.wantPeriod {
+			t.Errorf("drain %s: policies %+v, want 1 pod or 10%% per %ds", tc.drain, sd.Policies, tc.wantPeriod)
+		}
+		if h.Spec.Behavior.ScaleUp != nil {
+			t.Errorf("scale-up changed from the autoscaler's default: %+v", h.Spec.Behavior.ScaleUp)
+		}
+	}
+
+	// A scale-up of the spec keeps the default scale-down.
+	p.Spec.Autoscaling.Behavior = &autoscalingv2.HorizontalPodAutoscalerBehavior{
+		ScaleUp: &autoscalingv2.HPAScalingRules{StabilizationWindowSeconds: ptr.To(int32(30))},
+	}
+	h, _ := desiredHPA(p)
+	if ptr.Deref(h.Spec.Behavior.ScaleUp.StabilizationWindowSeconds, 0) != 30 || h.Spec.Behavior.ScaleDown == nil || len(h.Spec.Behavior.ScaleDown.Policies) != 2 {
+		t.Errorf("scale-up only behavior %+v", h.Spec.Behavior)
+	}
+	if p.Spec.Autoscaling.Behavior.ScaleDown != nil {
+		t.Error("the spec's behavior was modified")
+	}
+
+	// A scale-down of the spec is used as written.
+	own := &autoscalingv2.HPAScalingRules{
+		StabilizationWindowSeconds: ptr.To(int32(900)),
+		Policies:                   []autoscalingv2.HPAScalingPolicy{{Type: autoscalingv2.PodsScalingPolicy, Value: 2, PeriodSeconds: 600}},
+	}
+	p.Spec.Autoscaling.Behavior.ScaleDown = own
+	h, _ = desiredHPA(p)
+	if !equality.Semantic.DeepEqual(h.Spec.Behavior.ScaleDown, own) {
+		t.Errorf("own scale-down %+v, want %+v", h.Spec.Behavior.ScaleDown, own)
+	}
+}
+
+// TestDesiredPDBAtOneReplica: the default budget must never block a node
+// drain of a one-replica fleet, so it is maxUnavailable 1, not a minAvailable
+// equal to the replica count.
+func TestDesiredPDBAtOneReplica(t *testing.T) {
+	p := newPHS()
+	p.Spec.Replicas = ptr.To(int32(1))
+	p.Spec.DisruptionBudget.Enabled = true
+	pdb := desiredPDB(p)
+	if pdb.Spec.MinAvailable != nil || pdb.Spec.MaxUnavailable == nil || *pdb.Spec.MaxUnavailable != intstr.FromInt32(1) {
+		t.Errorf("default PDB at one replica %+v, want maxUnavailable 1", pdb.Spec)
 	}
 }

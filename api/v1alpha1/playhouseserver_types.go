@@ -7,6 +7,7 @@ Licensed under the Apache License, Version 2.0.
 package v1alpha1
 
 import (
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -164,6 +165,44 @@ type PodOverrides struct {
 	// +kubebuilder:validation:MaxProperties=64
 	// +kubebuilder:validation:XValidation:rule="!('app.kubernetes.io/name' in self) && !('app.kubernetes.io/instance' in self)",message="must not set the selector labels app.kubernetes.io/name or app.kubernetes.io/instance"
 	Labels map[string]string `json:"labels,omitempty"`
+
+	// --- Platform knobs (issue 8, point 8) ---
+
+	// ImagePullSecrets name Secrets in the same namespace holding the
+	// registry credentials used to pull the server image.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	ImagePullSecrets []corev1.LocalObjectReference `json:"imagePullSecrets,omitempty"`
+
+	// PriorityClassName is the PriorityClass of the pods.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	PriorityClassName string `json:"priorityClassName,omitempty"`
+
+	// ServiceAccountName runs the pods under this ServiceAccount of the
+	// namespace (default: the namespace's "default"). The server never calls
+	// the Kubernetes API, so no API token is mounted either way.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	ServiceAccountName string `json:"serviceAccountName,omitempty"`
+
+	// TopologySpreadConstraints of the pods. When empty, the default spread
+	// applies unless defaultTopologySpread is false: maxSkew 1 over nodes
+	// (kubernetes.io/hostname) and over zones (topology.kubernetes.io/zone),
+	// whenUnsatisfiable ScheduleAnyway, selecting this fleet's pods. A
+	// non-empty list replaces the default.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=8
+	TopologySpreadConstraints []corev1.TopologySpreadConstraint `json:"topologySpreadConstraints,omitempty"`
+
+	// DefaultTopologySpread turns the default topology spread (see
+	// topologySpreadConstraints) on or off. Unset means on.
+	// +optional
+	DefaultTopologySpread *bool `json:"defaultTopologySpread,omitempty"`
 }
 
 // TransportsSpec selects the client listeners. At least one must be enabled,
@@ -171,6 +210,7 @@ type PodOverrides struct {
 // +kubebuilder:validation:XValidation:rule="self.tcp.enabled || self.websocket.enabled || self.tlsTcp.enabled || self.wss.enabled",message="at least one transport (tcp, websocket, tlsTcp, wss) must be enabled"
 // +kubebuilder:validation:XValidation:rule="!(self.tcp.enabled && self.websocket.enabled && has(self.tcp.port) && has(self.websocket.port) && self.tcp.port == self.websocket.port) && !(self.tcp.enabled && self.tlsTcp.enabled && has(self.tcp.port) && has(self.tlsTcp.port) && self.tcp.port == self.tlsTcp.port) && !(self.tcp.enabled && self.wss.enabled && has(self.tcp.port) && has(self.wss.port) && self.tcp.port == self.wss.port) && !(self.websocket.enabled && self.tlsTcp.enabled && has(self.websocket.port) && has(self.tlsTcp.port) && self.websocket.port == self.tlsTcp.port) && !(self.websocket.enabled && self.wss.enabled && has(self.websocket.port) && has(self.wss.port) && self.websocket.port == self.wss.port) && !(self.tlsTcp.enabled && self.wss.enabled && has(self.tlsTcp.port) && has(self.wss.port) && self.tlsTcp.port == self.wss.port)",message="enabled transports must listen on distinct ports"
 // +kubebuilder:validation:XValidation:rule="!(self.tlsTcp.enabled || self.wss.enabled) || (has(self.tls) && has(self.tls.secretName))",message="transports.tls.secretName is required when tlsTcp or wss is enabled",fieldPath=".tls"
+// +kubebuilder:validation:XValidation:rule="!(self.tcp.enabled && self.websocket.enabled && (has(self.tcp.servicePort) || has(self.tcp.port)) && (has(self.websocket.servicePort) || has(self.websocket.port)) && (has(self.tcp.servicePort) ? self.tcp.servicePort : self.tcp.port) == (has(self.websocket.servicePort) ? self.websocket.servicePort : self.websocket.port)) && !(self.tcp.enabled && self.tlsTcp.enabled && (has(self.tcp.servicePort) || has(self.tcp.port)) && (has(self.tlsTcp.servicePort) || has(self.tlsTcp.port)) && (has(self.tcp.servicePort) ? self.tcp.servicePort : self.tcp.port) == (has(self.tlsTcp.servicePort) ? self.tlsTcp.servicePort : self.tlsTcp.port)) && !(self.tcp.enabled && self.wss.enabled && (has(self.tcp.servicePort) || has(self.tcp.port)) && (has(self.wss.servicePort) || has(self.wss.port)) && (has(self.tcp.servicePort) ? self.tcp.servicePort : self.tcp.port) == (has(self.wss.servicePort) ? self.wss.servicePort : self.wss.port)) && !(self.websocket.enabled && self.tlsTcp.enabled && (has(self.websocket.servicePort) || has(self.websocket.port)) && (has(self.tlsTcp.servicePort) || has(self.tlsTcp.port)) && (has(self.websocket.servicePort) ? self.websocket.servicePort : self.websocket.port) == (has(self.tlsTcp.servicePort) ? self.tlsTcp.servicePort : self.tlsTcp.port)) && !(self.websocket.enabled && self.wss.enabled && (has(self.websocket.servicePort) || has(self.websocket.port)) && (has(self.wss.servicePort) || has(self.wss.port)) && (has(self.websocket.servicePort) ? self.websocket.servicePort : self.websocket.port) == (has(self.wss.servicePort) ? self.wss.servicePort : self.wss.port)) && !(self.tlsTcp.enabled && self.wss.enabled && (has(self.tlsTcp.servicePort) || has(self.tlsTcp.port)) && (has(self.wss.servicePort) || has(self.wss.port)) && (has(self.tlsTcp.servicePort) ? self.tlsTcp.servicePort : self.tlsTcp.port) == (has(self.wss.servicePort) ? self.wss.servicePort : self.wss.port))",message="enabled transports must use distinct Service ports (servicePort, or port when servicePort is unset)"
 type TransportsSpec struct {
 	// TCP is the plain TCP listener (default: enabled on port 7777).
 	// +optional
@@ -212,11 +252,20 @@ type ListenerSpec struct {
 	// Enabled turns the listener on.
 	Enabled bool `json:"enabled"`
 
-	// Port is the container and Service port of the listener.
+	// Port is the port the server listens on in the container, and the
+	// Service port unless servicePort is set.
 	// +optional
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=65535
 	Port int32 `json:"port,omitempty"`
+
+	// ServicePort is the port the Service exposes for this listener
+	// (default: port). It lets the Service offer a privileged port such as
+	// 443 while the non-root container listens on an unprivileged one.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	ServicePort int32 `json:"servicePort,omitempty"`
 }
 
 // WebSocketSpec is a WebSocket listener. A block written in a manifest must
@@ -227,11 +276,20 @@ type WebSocketSpec struct {
 	// Enabled turns the listener on.
 	Enabled bool `json:"enabled"`
 
-	// Port is the container and Service port of the listener.
+	// Port is the port the server listens on in the container, and the
+	// Service port unless servicePort is set.
 	// +optional
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=65535
 	Port int32 `json:"port,omitempty"`
+
+	// ServicePort is the port the Service exposes for this listener
+	// (default: port). It lets the Service offer a privileged port such as
+	// 443 while the non-root container listens on an unprivileged one.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	ServicePort int32 `json:"servicePort,omitempty"`
 
 	// Path is the HTTP path of the upgrade endpoint; it must start with "/".
 	// +optional
@@ -486,6 +544,7 @@ type ServiceSpec struct {
 // +kubebuilder:validation:XValidation:rule="!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",message="minReplicas must not be greater than maxReplicas",fieldPath=".minReplicas"
 // +kubebuilder:validation:XValidation:rule="!self.enabled || (has(self.maxReplicas) && self.maxReplicas >= 1)",message="maxReplicas must be at least 1 when autoscaling is enabled",fieldPath=".maxReplicas"
 // +kubebuilder:validation:XValidation:rule="!self.enabled || (has(self.targetSessionsPerPod) && self.targetSessionsPerPod >= 1)",message="targetSessionsPerPod must be at least 1 when autoscaling is enabled",fieldPath=".targetSessionsPerPod"
+// +kubebuilder:validation:XValidation:rule="!has(self.scaleDownStabilizationSeconds) || !has(self.behavior) || !has(self.behavior.scaleDown)",message="set scaleDownStabilizationSeconds or behavior.scaleDown, not both",fieldPath=".scaleDownStabilizationSeconds"
 type AutoscalingSpec struct {
 	// Enabled creates the HorizontalPodAutoscaler; spec.replicas is then ignored.
 	// +optional
@@ -509,12 +568,23 @@ type AutoscalingSpec struct {
 	// +kubebuilder:validation:Minimum=0
 	TargetSessionsPerPod int32 `json:"targetSessionsPerPod,omitempty"`
 
-	// ScaleDownStabilizationSeconds is the scale-down stabilization window
-	// (default: the autoscaler's, 300).
+	// ScaleDownStabilizationSeconds is the stabilization window of the
+	// default scale-down behavior (default 300). Ignored when
+	// behavior.scaleDown is set.
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=3600
 	ScaleDownStabilizationSeconds *int32 `json:"scaleDownStabilizationSeconds,omitempty"`
+
+	// Behavior is the autoscaler's scaling behavior (the autoscaling/v2
+	// HorizontalPodAutoscalerBehavior). A scaleDown left unset gets the
+	// drain-safe default: a stabilization window of
+	// scaleDownStabilizationSeconds (default 300), then at most one pod or
+	// 10% of the pods, whichever is more, per drainTimeout (at least 15s, at
+	// most 1800s), so draining pods never pile up. A scaleUp left unset keeps
+	// the autoscaler's default.
+	// +optional
+	Behavior *autoscalingv2.HorizontalPodAutoscalerBehavior `json:"behavior,omitempty"`
 }
 
 // DisruptionBudgetSpec creates a PodDisruptionBudget for the fleet. At most

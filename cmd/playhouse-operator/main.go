@@ -7,6 +7,7 @@
 //	playhouse-operator [--metrics-bind-address :8080] [--metrics-secure]
 //	                   [--health-probe-bind-address :8081] [--leader-elect]
 //	                   [--default-image IMAGE] [--session-resync-interval 30s]
+//	                   [--watch-namespace NS[,NS...]]
 //	                   [--log-level info] [--log-format json]
 package main
 
@@ -20,18 +21,21 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/validation"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	playhousev1alpha1 "github.com/playhouse-k8s/playhouse/api/v1alpha1"
@@ -50,6 +54,7 @@ type options struct {
 	leaderElect             bool
 	leaderElectionNamespace string
 	defaultImage            string
+	watchNamespaces         string
 	sessionResync           time.Duration
 	sessionReadTimeout      time.Duration
 	maxConcurrentRecons     int
@@ -97,8 +102,10 @@ func bindFlags(fs *flag.FlagSet, o *options) {
 		"Elect a leader among operator replicas so only one reconciles at a time.")
 	fs.StringVar(&o.leaderElectionNamespace, "leader-election-namespace", "",
 		"Namespace of the leader election Lease; empty uses the operator's own namespace (required outside a cluster).")
-	fs.StringVar(&o.defaultImage, "default-image", controllers.DefaultImage,
+	fs.StringVar(&o.defaultImage, "default-image", controllers.DefaultServerImage,
 		"Server image used by PlayHouseServers that do not set spec.image.")
+	fs.StringVar(&o.watchNamespaces, "watch-namespace", "",
+		"Comma-separated namespaces whose PlayHouseServers the operator manages; its cache and API calls stay inside them, so namespaced RBAC (Roles) suffices. Empty: every namespace (needs a ClusterRole).")
 	fs.DurationVar(&o.sessionResync, "session-resync-interval", controllers.DefaultResyncInterval,
 		"How often each ready pod's live session count is read to refresh its pod-deletion-cost and status.sessions.")
 	fs.DurationVar(&o.sessionReadTimeout, "session-read-timeout", controllers.DefaultSessionReadTimeout,
@@ -128,6 +135,11 @@ func run(ctx context.Context, cfg *rest.Config, o *options) error {
 		return fmt.Errorf("--session-resync-interval must be positive, got %s", o.sessionResync)
 	}
 
+	namespaces, err := parseNamespaces(o.watchNamespaces)
+	if err != nil {
+		return err
+	}
+
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(playhousev1alpha1.AddToScheme(scheme))
@@ -154,7 +166,7 @@ func run(ctx context.Context, cfg *rest.Config, o *options) error {
 		LeaderElectionID:              leaderElectionID,
 		LeaderElectionNamespace:       o.leaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
-		Cache:                         cache.Options{ByObject: controllers.CacheByObject()},
+		Cache:                         cache.Options{ByObject: controllers.CacheByObject(), DefaultNamespaces: namespaces},
 		Controller:                    config.Controller{SkipNameValidation: &o.skipControllerNameCheck},
 	})
 	if err != nil {
@@ -171,6 +183,14 @@ func run(ctx context.Context, cfg *rest.Config, o *options) error {
 	if err := r.SetupWithManager(mgr); err != nil {
 		return err
 	}
+	// The fleet metrics join controller-runtime's on its registry; removed
+	// again when run returns, so a second run in one process can add its own.
+	fleets := newFleetCollector(mgr.GetCache(), defaultFleetListTimeout, ctrl.Log.WithName("metrics"))
+	if err := ctrlmetrics.Registry.Register(fleets); err != nil {
+		return fmt.Errorf("register fleet metrics: %w", err)
+	}
+	defer ctrlmetrics.Registry.Unregister(fleets)
+
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return fmt.Errorf("add health check: %w", err)
 	}
@@ -179,11 +199,29 @@ func run(ctx context.Context, cfg *rest.Config, o *options) error {
 	}
 
 	log.Info("starting manager", "defaultImage", o.defaultImage, "sessionResync", o.sessionResync,
-		"leaderElection", o.leaderElect, "metrics", o.metricsAddr, "metricsSecure", o.metricsSecure)
+		"leaderElection", o.leaderElect, "metrics", o.metricsAddr, "metricsSecure", o.metricsSecure,
+		"watchNamespaces", o.watchNamespaces)
 	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("run manager: %w", err)
 	}
 	return nil
+}
+
+// parseNamespaces turns the --watch-namespace list into the cache's
+// namespace set; nil (every namespace) for an empty list.
+func parseNamespaces(list string) (map[string]cache.Config, error) {
+	if strings.TrimSpace(list) == "" {
+		return nil, nil
+	}
+	out := map[string]cache.Config{}
+	for _, ns := range strings.Split(list, ",") {
+		ns = strings.TrimSpace(ns)
+		if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+			return nil, fmt.Errorf("--watch-namespace: %q is not a namespace name: %s", ns, strings.Join(errs, "; "))
+		}
+		out[ns] = cache.Config{}
+	}
+	return out, nil
 }
 
 // cacheSynced is a readiness check that passes once the manager's informers
