@@ -80,9 +80,21 @@ bench: ## Run the Go benchmarks of the protocol and engine (results: docs/benchm
 build: ## Build playhouse-server, playhouse-operator and playhouse-bench into ./bin.
 	go build -o $(LOCALBIN)/ ./cmd/...
 
+# VERSION is the release: the chart's appVersion, which controllers.Version
+# equals (a test checks). IMG is the image reference docker-build tags and
+# docker-push pushes; set it to your own registry, for example
+#   make docker-build docker-push IMG=registry.example.com/team/playhouse:0.1.0
+# and install the chart with --set image.repository=...,image.tag=...
+VERSION ?= $(shell awk '/^appVersion:/ { gsub(/"/, "", $$2); print $$2 }' charts/playhouse/Chart.yaml)
+IMG ?= ghcr.io/playhouse-k8s/playhouse:$(VERSION)
+
 .PHONY: docker-build
-docker-build: ## Build the container image (needs a Docker engine; IMG=...).
-	docker build -t $${IMG:-playhouse:dev} .
+docker-build: ## Build the image of the server, operator and bench binaries (needs a Docker engine; IMG=...).
+	docker build -t $(IMG) .
+
+.PHONY: docker-push
+docker-push: ## Push the image built by docker-build (IMG=...; log in to the registry first).
+	docker push $(IMG)
 
 .PHONY: install
 install: manifests ## Install the CRDs into the cluster of the current kubeconfig.

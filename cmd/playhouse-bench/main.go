@@ -5,10 +5,17 @@
 // running the echo app (make run); for throughput runs, disable the server's
 // per-session rate limit (limits.rateLimit.packetsPerSecond: 0), or replies
 // with ErrorCode 18 are counted as errors.
+//
+// With --once it is a connectivity check instead (the Helm chart's
+// `helm test` runs it): one session dials, authenticates (--credentials),
+// sends one echo request and checks that the reply carries the same payload,
+// all within --timeout; the exit status is 0 on success and 1 otherwise.
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -55,7 +62,14 @@ type options struct {
 	insecure    bool
 	authMsgID   string
 	jsonOut     bool
+	once        bool
+	timeout     time.Duration
+	credentials string
 }
+
+// defaultOnceTimeout bounds the whole --once check: dial, authenticate and
+// one echo.
+const defaultOnceTimeout = 10 * time.Second
 
 // maxSessions keeps a run under the per-process open-file limits (one
 // descriptor per session, plus the server's when it runs on the same host).
@@ -79,6 +93,9 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.insecure, "insecure-skip-verify", false, "do not verify the server certificate (tls/wss)")
 	fs.StringVar(&o.authMsgID, "auth-msg-id", "AuthenticateRequest", "authentication message id")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the summary as JSON")
+	fs.BoolVar(&o.once, "once", false, "connectivity check: one session dials, authenticates, echoes one request and exits (0 ok, 1 failed)")
+	fs.DurationVar(&o.timeout, "timeout", defaultOnceTimeout, "deadline of the whole --once check")
+	fs.StringVar(&o.credentials, "credentials", "", "authenticate payload of the --once session (default: a generated account name; a JWT for auth mode token)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -97,6 +114,8 @@ func parse(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("--duration must be positive, got %s", o.duration)
 	case o.rate < 0 || o.connectRate <= 0:
 		return o, errors.New("--rate must be >= 0 and --connect-rate > 0")
+	case o.timeout <= 0:
+		return o, fmt.Errorf("--timeout must be positive, got %s", o.timeout)
 	}
 	return o, nil
 }
@@ -188,6 +207,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if tlsCfg, err = o.tlsConfig(); err != nil {
 			return err
 		}
+	}
+	if o.once {
+		return runOnce(ctx, o, tlsCfg, stdout)
 	}
 	var (
 		errMu  sync.Mutex
@@ -340,5 +362,43 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	for _, k := range kinds {
 		fmt.Fprintf(stdout, "errors    %d %s\n", errs[k], k)
 	}
+	return nil
+}
+
+// runOnce is the --once check: one session dials, authenticates, sends one
+// echo request with a random payload and checks the reply, within o.timeout.
+// Any failure is returned with the step it happened in.
+func runOnce(ctx context.Context, o options, tlsCfg *tls.Config, stdout io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	start := time.Now()
+	c, err := o.dial(ctx, tlsCfg)
+	if err != nil {
+		return fmt.Errorf("once: dial %s over %s: %w", o.addr, o.transport, err)
+	}
+	defer func() { _ = c.Close() }()
+	creds := o.credentials
+	if creds == "" {
+		creds = fmt.Sprintf("bench-once-%d", os.Getpid())
+	}
+	if _, err := c.Authenticate(ctx, o.authMsgID, []byte(creds)); err != nil {
+		return fmt.Errorf("once: authenticate: %w", err)
+	}
+	payload := make([]byte, o.payload)
+	if _, err := rand.Read(payload); err != nil {
+		return fmt.Errorf("once: make payload: %w", err)
+	}
+	r, err := c.Request(ctx, "EchoRequest", 0, payload)
+	if err == nil {
+		err = r.Err()
+	}
+	if err != nil {
+		return fmt.Errorf("once: echo: %w", err)
+	}
+	if !bytes.Equal(r.Payload, payload) {
+		return fmt.Errorf("once: echo: the reply carries %d bytes that differ from the %d sent", len(r.Payload), len(payload))
+	}
+	fmt.Fprintf(stdout, "ok: %s over %s: authenticated and echoed %d bytes in %s\n",
+		o.addr, o.transport, len(payload), time.Since(start).Round(time.Millisecond))
 	return nil
 }
