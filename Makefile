@@ -8,6 +8,9 @@ SHELL := /usr/bin/env bash -o pipefail
 LOCALBIN ?= $(CURDIR)/bin
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
+# helm renders the chart in the chart tests (internal/charttest reads $HELM).
+HELM_VERSION ?= v3.22.0
+HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
 GO_TEST_FLAGS ?= -race -count=1 -timeout 30m
 PKGS ?= ./...
 
@@ -63,8 +66,8 @@ test-deps: ## Install the test tools that are not Go modules (Debian's chromium 
 	hack/test-deps.sh
 
 .PHONY: test
-test: fmt-check vet check-generated test-deps ## Install what the tests need and run every test (race detector on).
-	KUBEBUILDER_ASSETS="$$(hack/envtest-bins.sh)" go test $(GO_TEST_FLAGS) $(PKGS)
+test: fmt-check vet check-generated test-deps helm ## Install what the tests need and run every test (race detector on).
+	HELM="$(HELM)" KUBEBUILDER_ASSETS="$$(hack/envtest-bins.sh)" go test $(GO_TEST_FLAGS) $(PKGS)
 
 .PHONY: test-short
 test-short: ## Run the tests without the race detector and without envtest.
@@ -105,6 +108,17 @@ deploy: manifests ## Deploy the operator with kustomize into the current kubecon
 	kubectl apply -k config/default
 
 ##@ Tools
+
+.PHONY: helm
+helm: $(HELM) ## Install helm into ./bin (the chart tests render the chart with it).
+$(HELM):
+	mkdir -p $(LOCALBIN)
+	GOBIN=$(LOCALBIN) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	mv $(LOCALBIN)/helm $(HELM)
+
+.PHONY: chart-lint
+chart-lint: helm ## Lint the Helm chart.
+	$(HELM) lint charts/playhouse
 
 .PHONY: controller-gen
 controller-gen: $(CONTROLLER_GEN) ## Install controller-gen into ./bin.
