@@ -46,4 +46,3 @@ func TestChartCRDsMatchGenerated(t *testing.T) {
 		}
 	}
 }
-
