@@ -309,3 +309,21 @@ func TestChartObjectsAreAccepted(t *testing.T) {
 		t.Errorf("dry run left Roles behind: %v %v", roles.Items, err)
 	}
 }
+
+// TestKustomizeImageIsTheRelease: the kustomize install runs the same
+// versioned release image as the chart and the operator's default.
+func TestKustomizeImageIsTheRelease(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "..", "config", "manager", "manager.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := charttest.Decode(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := as[appsv1.Deployment](t, charttest.Find(objs, "Deployment", "playhouse-system", "playhouse-operator"))
+	c := d.Spec.Template.Spec.Containers[0]
+	if c.Image != controllers.DefaultServerImage || !slices.Contains(c.Args, "--default-image="+controllers.DefaultServerImage) {
+		t.Errorf("kustomize operator image %q, args %v, want %s for both", c.Image, c.Args, controllers.DefaultServerImage)
+	}
+}
