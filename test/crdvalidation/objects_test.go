@@ -77,7 +77,13 @@ func TestFullSampleRoundTrips(t *testing.T) {
 	phs.Namespace = ns
 	s := createAndGet(t, c, phs).Spec
 	checkFields(t, []fieldCheck{
-		{"transports.tlsTcp", s.Transports.TLSTCP, v1alpha1.ListenerSpec{Enabled: true, Port: 7779}},
+		{"transports.tlsTcp", s.Transports.TLSTCP, v1alpha1.ListenerSpec{Enabled: true, Port: 7779, ServicePort: 443}},
+		{"transports.wss.servicePort", s.Transports.WSS.ServicePort, int32(8443)},
+		{"pod.priorityClassName", s.Pod.PriorityClassName, "game-critical"},
+		{"pod.serviceAccountName", s.Pod.ServiceAccountName, "game-servers"},
+		{"pod.imagePullSecrets", len(s.Pod.ImagePullSecrets), 1},
+		{"pod.topologySpreadConstraints", len(s.Pod.TopologySpreadConstraints), 1},
+		{"autoscaling.behavior.scaleUp.policies", len(s.Autoscaling.Behavior.ScaleUp.Policies), 1},
 		{"transports.wss.path", s.Transports.WSS.Path, "/ws"},
 		{"transports.tls.secretName", s.Transports.TLS.SecretName, "game-tls"},
 		{"auth.mode", s.Auth.Mode, v1alpha1.AuthModeToken},
