@@ -171,7 +171,12 @@ func TestNamespacedInstallWithChartRBAC(t *testing.T) {
 		}
 		return nil
 	})
-	for _, want := range []string{`playhouse_operator_fleets{condition="Ready",status=`, `controller_runtime_reconcile_total{controller="playhouseserver"`} {
+	for _, want := range []string{
+		`playhouse_operator_fleets{condition="Ready",status=`,
+		`playhouse_operator_fleet_replicas{name="game",namespace="team-a"}`,
+		`controller_runtime_reconcile_total{controller="playhouseserver"`,
+		`controller_runtime_reconcile_errors_total{controller="playhouseserver"}`,
+	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %s", want)
 		}
