@@ -1,7 +1,7 @@
 // Package charttest renders the Helm chart for tests with the helm binary
 // (`helm template`), so the tests check exactly what an install would send.
-// The binary is $HELM, else helm on $PATH; `make test` installs a pinned
-// helm into ./bin and sets $HELM.
+// The binary is $HELM, else the pinned helm `make helm` installs into ./bin,
+// else helm on $PATH; `make test` installs the pinned one and sets $HELM.
 package charttest
 
 import (
@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -23,19 +24,29 @@ import (
 // version of the envtest API server).
 const KubeVersion = "1.37.0"
 
-// ChartDir is the chart's folder, found from this source file so tests of any
-// package can use it.
-func ChartDir() string {
+// repoRoot is the repository's folder, found from this source file so
+// tests of any package can use it.
+func repoRoot() string {
 	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", "charts", "playhouse")
+	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
-// Helm returns the helm binary to run: $HELM, else helm on $PATH. Under
-// -short it skips the test when there is none; otherwise it fails it.
+// ChartDir is the chart's folder.
+func ChartDir() string {
+	return filepath.Join(repoRoot(), "charts", "playhouse")
+}
+
+// Helm returns the helm binary to run: $HELM, else ./bin/helm-* (from
+// `make helm`), else helm on $PATH. Under -short it skips the test when
+// there is none; otherwise it fails it.
 func Helm(t testing.TB) string {
 	t.Helper()
 	if h := os.Getenv("HELM"); h != "" {
 		return h
+	}
+	if found, _ := filepath.Glob(filepath.Join(repoRoot(), "bin", "helm-*")); len(found) > 0 {
+		slices.Sort(found)
+		return found[len(found)-1]
 	}
 	if h, err := exec.LookPath("helm"); err == nil {
 		return h
