@@ -1,6 +1,8 @@
 package controllers
 
 import (
+	"context"
+	"os"
 	"testing"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	playhousev1alpha1 "github.com/playhouse-k8s/playhouse/api/v1alpha1"
+	"github.com/playhouse-k8s/playhouse/internal/testcert"
 )
 
 // TestPlatformKnobsReachTheChildren creates a PlayHouseServer with every
@@ -36,6 +39,27 @@ func TestPlatformKnobsReachTheChildren(t *testing.T) {
 	phs.Spec.DrainTimeout = &metav1.Duration{Duration: 2 * time.Minute}
 	phs.Spec.Autoscaling = playhousev1alpha1.AutoscalingSpec{Enabled: true, MaxReplicas: 10, TargetSessionsPerPod: 500}
 	phs.Spec.DisruptionBudget.Enabled = true
+	// The referenced TLS Secret exists, so nothing but the knobs is under test.
+	certs, err := testcert.Write(t.TempDir(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, err := os.ReadFile(certs.CertFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, err := os.ReadFile(certs.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsSecret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "knobs-tls"},
+		Type:       corev1.SecretTypeTLS,
+		Data:       map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM},
+	}
+	if err := s.c.Create(context.Background(), tlsSecret); err != nil {
+		t.Fatal(err)
+	}
 	s.create(t, phs)
 
 	dep := &appsv1.Deployment{}
