@@ -55,6 +55,7 @@ type options struct {
 	leaderElectionNamespace string
 	defaultImage            string
 	watchNamespaces         string
+	fleetMetricsTimeout     time.Duration
 	sessionResync           time.Duration
 	sessionReadTimeout      time.Duration
 	maxConcurrentRecons     int
@@ -106,6 +107,8 @@ func bindFlags(fs *flag.FlagSet, o *options) {
 		"Server image used by PlayHouseServers that do not set spec.image.")
 	fs.StringVar(&o.watchNamespaces, "watch-namespace", "",
 		"Comma-separated namespaces whose PlayHouseServers the operator manages; its cache and API calls stay inside them, so namespaced RBAC (Roles) suffices. Empty: every namespace (needs a ClusterRole).")
+	fs.DurationVar(&o.fleetMetricsTimeout, "fleet-metrics-timeout", defaultFleetListTimeout,
+		"Bound on reading the PlayHouseServers (from the cache) for the fleet metrics of one scrape; past it the fleet gauges are left out of that scrape.")
 	fs.DurationVar(&o.sessionResync, "session-resync-interval", controllers.DefaultResyncInterval,
 		"How often each ready pod's live session count is read to refresh its pod-deletion-cost and status.sessions.")
 	fs.DurationVar(&o.sessionReadTimeout, "session-read-timeout", controllers.DefaultSessionReadTimeout,
@@ -133,6 +136,9 @@ func run(ctx context.Context, cfg *rest.Config, o *options) error {
 	log := ctrl.Log.WithName("setup")
 	if o.sessionResync <= 0 {
 		return fmt.Errorf("--session-resync-interval must be positive, got %s", o.sessionResync)
+	}
+	if o.fleetMetricsTimeout <= 0 {
+		return fmt.Errorf("--fleet-metrics-timeout must be positive, got %s", o.fleetMetricsTimeout)
 	}
 
 	namespaces, err := parseNamespaces(o.watchNamespaces)
@@ -185,7 +191,7 @@ func run(ctx context.Context, cfg *rest.Config, o *options) error {
 	}
 	// The fleet metrics join controller-runtime's on its registry; removed
 	// again when run returns, so a second run in one process can add its own.
-	fleets := newFleetCollector(mgr.GetCache(), defaultFleetListTimeout, ctrl.Log.WithName("metrics"))
+	fleets := newFleetCollector(mgr.GetCache(), o.fleetMetricsTimeout, ctrl.Log.WithName("metrics"))
 	if err := ctrlmetrics.Registry.Register(fleets); err != nil {
 		return fmt.Errorf("register fleet metrics: %w", err)
 	}

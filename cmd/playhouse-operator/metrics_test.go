@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	playhousev1alpha1 "github.com/playhouse-k8s/playhouse/api/v1alpha1"
@@ -103,6 +105,29 @@ func TestParseNamespaces(t *testing.T) {
 	for _, bad := range []string{"team-a,,team-b", "Team_A", "a,"} {
 		if _, err := parseNamespaces(bad); err == nil || !strings.Contains(err.Error(), "--watch-namespace") {
 			t.Errorf("%q: error %v, want a --watch-namespace error", bad, err)
+		}
+	}
+}
+
+// TestRunRefusesBadScopingAndMetricsFlags: bad values stop the operator
+// before it talks to any API server.
+func TestRunRefusesBadScopingAndMetricsFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--watch-namespace=team-a,Team_B"}, "--watch-namespace"},
+		{[]string{"--fleet-metrics-timeout=0s"}, "--fleet-metrics-timeout must be positive"},
+	} {
+		var o options
+		fs := flag.NewFlagSet("playhouse-operator", flag.ContinueOnError)
+		bindFlags(fs, &o)
+		if err := fs.Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		err := run(t.Context(), &rest.Config{Host: "http://127.0.0.1:1"}, &o)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: run returned %v, want an error naming %s", tc.args, err, tc.want)
 		}
 	}
 }
