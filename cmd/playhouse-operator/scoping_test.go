@@ -35,13 +35,30 @@ import (
 // fleet in team-b alone, be unable to read Secrets outside team-a, and
 // export the fleet metrics of team-a only.
 func TestNamespacedInstallWithChartRBAC(t *testing.T) {
+	testInstallWithChartRBAC(t, true)
+}
+
+// TestClusterWideInstallWithChartRBAC is the same with the chart's default
+// cluster-wide RBAC: both fleets are managed and reported.
+func TestClusterWideInstallWithChartRBAC(t *testing.T) {
+	testInstallWithChartRBAC(t, false)
+}
+
+// testInstallWithChartRBAC runs the operator as the chart's ServiceAccount
+// with only the RBAC the chart renders, namespaced to team-a or cluster-wide.
+func testInstallWithChartRBAC(t *testing.T, namespaced bool) {
 	if testing.Short() {
 		t.Skip("envtest skipped under -short")
 	}
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		t.Fatal("KUBEBUILDER_ASSETS is not set: run `make test`, or `KUBEBUILDER_ASSETS=$(hack/envtest-bins.sh) go test ./cmd/playhouse-operator/`; -short skips this test")
 	}
-	objs := charttest.Render(t, "ph", "playhouse-system", "--set", "watchNamespaces={team-a}")
+	var renderArgs, flags []string
+	if namespaced {
+		renderArgs = []string{"--set", "watchNamespaces={team-a}"}
+		flags = []string{"--watch-namespace=team-a"}
+	}
+	objs := charttest.Render(t, "ph", "playhouse-system", renderArgs...)
 
 	ctrl.SetLogger(logr.Discard())
 	env := &envtest.Environment{
@@ -86,12 +103,16 @@ func TestNamespacedInstallWithChartRBAC(t *testing.T) {
 		t.Fatal(err)
 	}
 	never := make(chan struct{})
-	poll(t, "the Role in team-a to take effect", never, func() error {
+	poll(t, "the chart's RBAC to take effect", never, func() error {
 		return op.List(ctx, &corev1.SecretList{}, client.InNamespace("team-a"))
 	})
 	for _, ns := range []string{"team-b", ""} {
-		if err := op.List(ctx, &corev1.SecretList{}, client.InNamespace(ns)); !apierrors.IsForbidden(err) {
+		err := op.List(ctx, &corev1.SecretList{}, client.InNamespace(ns))
+		if namespaced && !apierrors.IsForbidden(err) {
 			t.Errorf("the operator's ServiceAccount lists Secrets in %q: %v, want Forbidden", ns, err)
+		}
+		if !namespaced && err != nil {
+			t.Errorf("the cluster-wide operator cannot list Secrets in %q: %v", ns, err)
 		}
 	}
 
@@ -99,12 +120,11 @@ func TestNamespacedInstallWithChartRBAC(t *testing.T) {
 	var o options
 	fs := flag.NewFlagSet("playhouse-operator", flag.ContinueOnError)
 	bindFlags(fs, &o)
-	if err := fs.Parse([]string{
-		"--watch-namespace=team-a",
+	if err := fs.Parse(append(flags,
 		"--leader-elect", "--leader-election-namespace=playhouse-system",
-		"--metrics-bind-address=" + metricsAddr, "--health-probe-bind-address=" + probeAddr,
+		"--metrics-bind-address="+metricsAddr, "--health-probe-bind-address="+probeAddr,
 		"--default-image=example/playhouse:9", "--session-resync-interval=2s",
-	}); err != nil {
+	)); err != nil {
 		t.Fatal(err)
 	}
 	o.skipControllerNameCheck = true
@@ -132,24 +152,30 @@ func TestNamespacedInstallWithChartRBAC(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	poll(t, "the fleet in team-a to be reconciled", exited, func() error {
-		d := &appsv1.Deployment{}
-		if err := admin.Get(ctx, client.ObjectKey{Namespace: "team-a", Name: "game"}, d); err != nil {
-			return err
-		}
-		s := &corev1.Secret{}
-		if err := admin.Get(ctx, client.ObjectKey{Namespace: "team-a", Name: "game-signing-key"}, s); err != nil {
-			return err
-		}
-		p := &playhousev1alpha1.PlayHouseServer{}
-		if err := admin.Get(ctx, client.ObjectKey{Namespace: "team-a", Name: "game"}, p); err != nil {
-			return err
-		}
-		if p.Status.ObservedGeneration != p.Generation || len(p.Status.Conditions) == 0 {
-			return fmt.Errorf("status not written yet: %+v", p.Status)
-		}
-		return nil
-	})
+	managed := []string{"team-a"}
+	if !namespaced {
+		managed = append(managed, "team-b")
+	}
+	for _, ns := range managed {
+		poll(t, "the fleet in "+ns+" to be reconciled", exited, func() error {
+			d := &appsv1.Deployment{}
+			if err := admin.Get(ctx, client.ObjectKey{Namespace: ns, Name: "game"}, d); err != nil {
+				return err
+			}
+			s := &corev1.Secret{}
+			if err := admin.Get(ctx, client.ObjectKey{Namespace: ns, Name: "game-signing-key"}, s); err != nil {
+				return err
+			}
+			p := &playhousev1alpha1.PlayHouseServer{}
+			if err := admin.Get(ctx, client.ObjectKey{Namespace: ns, Name: "game"}, p); err != nil {
+				return err
+			}
+			if p.Status.ObservedGeneration != p.Generation || len(p.Status.Conditions) == 0 {
+				return fmt.Errorf("status not written yet: %+v", p.Status)
+			}
+			return nil
+		})
+	}
 
 	var body string
 	poll(t, "the fleet metrics", exited, func() error {
@@ -166,8 +192,10 @@ func TestNamespacedInstallWithChartRBAC(t *testing.T) {
 		if resp.StatusCode != http.StatusOK {
 			return fmt.Errorf("status %s", resp.Status)
 		}
-		if !strings.Contains(body, `playhouse_operator_fleet_sessions{name="game",namespace="team-a"} 0`) {
-			return fmt.Errorf("no sessions gauge of team-a/game yet")
+		for _, ns := range managed {
+			if !strings.Contains(body, `playhouse_operator_fleet_sessions{name="game",namespace="`+ns+`"} 0`) {
+				return fmt.Errorf("no sessions gauge of %s/game yet", ns)
+			}
 		}
 		return nil
 	})
@@ -180,6 +208,9 @@ func TestNamespacedInstallWithChartRBAC(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %s", want)
 		}
+	}
+	if !namespaced {
+		return
 	}
 	if strings.Contains(body, `namespace="team-b"`) {
 		t.Error("metrics report the unwatched namespace team-b")
