@@ -166,7 +166,8 @@ type PodOverrides struct {
 	// +kubebuilder:validation:XValidation:rule="!('app.kubernetes.io/name' in self) && !('app.kubernetes.io/instance' in self)",message="must not set the selector labels app.kubernetes.io/name or app.kubernetes.io/instance"
 	Labels map[string]string `json:"labels,omitempty"`
 
-	// --- Platform knobs (issue 8, point 8) ---
+	// Platform settings of the pods: registry credentials, priority,
+	// identity and spreading.
 
 	// ImagePullSecrets name Secrets in the same namespace holding the
 	// registry credentials used to pull the server image.
@@ -569,7 +570,7 @@ type AutoscalingSpec struct {
 	TargetSessionsPerPod int32 `json:"targetSessionsPerPod,omitempty"`
 
 	// ScaleDownStabilizationSeconds is the stabilization window of the
-	// default scale-down behavior (default 300). Ignored when
+	// default scale-down behavior (default 300). Must be unset when
 	// behavior.scaleDown is set.
 	// +optional
 	// +kubebuilder:validation:Minimum=0
