@@ -7,7 +7,7 @@
 //	playhouse-operator [--metrics-bind-address :8080] [--metrics-secure]
 //	                   [--health-probe-bind-address :8081] [--leader-elect]
 //	                   [--default-image IMAGE] [--session-resync-interval 30s]
-//	                   [--watch-namespace NS[,NS...]]
+//	                   [--watch-namespace NS[,NS...]] [--fleet-metrics-timeout 5s]
 //	                   [--log-level info] [--log-format json]
 package main
 
