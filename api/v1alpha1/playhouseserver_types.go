@@ -565,23 +565,29 @@ type MonitoringSpec struct {
 
 // PlayHouseServerStatus is the observed state of a PlayHouseServer.
 type PlayHouseServerStatus struct {
-	// ObservedGeneration is the spec generation the status reflects.
+	// ObservedGeneration is the spec generation the operator last worked on;
+	// every condition describes that generation. It is written on every
+	// reconcile, whether the pass succeeded or not.
 	// +optional
-	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// +kubebuilder:default=0
+	ObservedGeneration int64 `json:"observedGeneration"`
 
 	// Replicas is the number of pods of the fleet.
 	// +optional
-	Replicas int32 `json:"replicas,omitempty"`
+	// +kubebuilder:default=0
+	Replicas int32 `json:"replicas"`
 
 	// ReadyReplicas is the number of ready pods.
 	// +optional
-	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
+	// +kubebuilder:default=0
+	ReadyReplicas int32 `json:"readyReplicas"`
 
 	// Sessions is the number of live sessions over the ready pods, read from
 	// each pod's /status at every resync. When no ready pod can be read it
 	// keeps its last value.
 	// +optional
-	Sessions int64 `json:"sessions,omitempty"`
+	// +kubebuilder:default=0
+	Sessions int64 `json:"sessions"`
 
 	// Endpoint is the client address of the Service with its first client
 	// port: the load balancer's IP or host name once assigned, else the
@@ -593,7 +599,8 @@ type PlayHouseServerStatus struct {
 	// +optional
 	Selector string `json:"selector,omitempty"`
 
-	// Conditions are Ready, Progressing and Degraded.
+	// Conditions are Ready, Reconciling and Stalled (kstatus), Progressing
+	// and Degraded.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -628,8 +635,10 @@ type PlayHouseServer struct {
 	// +kubebuilder:default={}
 	Spec PlayHouseServerSpec `json:"spec"`
 
-	// Status is the observed state, written by the operator.
+	// Status is the observed state, written by the operator. Its counters
+	// default to 0, so they read 0 (not blank) before the first reconcile.
 	// +optional
+	// +kubebuilder:default={}
 	Status PlayHouseServerStatus `json:"status,omitzero"`
 }
 
