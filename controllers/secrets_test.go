@@ -5,12 +5,17 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	playhousev1alpha1 "github.com/playhouse-k8s/playhouse/api/v1alpha1"
@@ -148,4 +153,54 @@ func TestSecretEventsReachTheirFleets(t *testing.T) {
 	if got := r.secretRequests(context.Background(), owned); len(got) != 1 || got[0] != (reconcile.Request{NamespacedName: client.ObjectKeyFromObject(c)}) {
 		t.Errorf("requests for an owned Secret %v, want c", got)
 	}
+}
+
+// TestSecretWatchWakesTheFleet runs a second operator manager, confined to
+// one namespace, whose resync is an hour: only the Secret watch can bring a
+// PlayHouseServer waiting for its TLS Secret back when the Secret appears.
+// (The suite's manager ignores the object: it carries the direct label.)
+func TestSecretWatchWakesTheFleet(t *testing.T) {
+	s := envOrSkip(t)
+	ns := s.newNamespace(t)
+	byObject := CacheByObject()
+	byObject[&playhousev1alpha1.PlayHouseServer{}] = cache.ByObject{}
+	mgr, err := ctrl.NewManager(s.cfg, ctrl.Options{
+		Scheme:                 s.scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache:                  cache.Options{ByObject: byObject, DefaultNamespaces: map[string]cache.Config{ns: {}}},
+		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := NewPlayHouseServerReconciler(mgr, Options{DefaultImage: "playhouse:test", ResyncInterval: time.Hour, Sessions: newFakeSessions()})
+	if err := r.SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("second manager: %v", err)
+		}
+	})
+
+	phs := minimalPHS(ns, "wake")
+	phs.Labels = map[string]string{directLabel: "true"}
+	phs.Spec.Transports = playhousev1alpha1.TransportsSpec{
+		TCP: playhousev1alpha1.ListenerSpec{Enabled: true, Port: 7000},
+		TLS: playhousev1alpha1.TLSSpec{SecretName: "wake-tls"},
+	}
+	s.create(t, phs)
+	s.waitStalled(t, phs, ReasonSecretNotFound, "Secret wake-tls")
+	s.createSecret(t, ns, "wake-tls", corev1.TLSCertKey, corev1.TLSPrivateKeyKey)
+	got := &playhousev1alpha1.PlayHouseServer{}
+	waitFor(t, "Stalled=False after the Secret appeared", func() (bool, error) {
+		_, err := s.get(got, ns, "wake")
+		c := condition(got, ConditionStalled)
+		return c != nil && c.Status == metav1.ConditionFalse, err
+	})
 }
