@@ -642,9 +642,16 @@ func TestComputeStatus(t *testing.T) {
 		if c := cond(st, ConditionReady); c.Status != metav1.ConditionFalse || c.Reason != ReasonReplicasNotReady {
 			t.Errorf("Ready %+v", c)
 		}
+		if c := cond(st, ConditionReconciling); c.Status != metav1.ConditionTrue {
+			t.Errorf("Reconciling %+v", c)
+		}
+		// Scaled to zero is a settled state, not a wait.
 		st = computeStatus(newPHS(), &observation{deployment: dep(0, 0, 0, 0, 0, 4)})
-		if c := cond(st, ConditionReady); c.Status != metav1.ConditionFalse || c.Reason != ReasonScaledToZero {
+		if c := cond(st, ConditionReady); c.Status != metav1.ConditionTrue || c.Reason != ReasonScaledToZero {
 			t.Errorf("Ready at zero replicas %+v", c)
+		}
+		if c := cond(st, ConditionReconciling); c.Status != metav1.ConditionFalse {
+			t.Errorf("Reconciling at zero replicas %+v", c)
 		}
 	})
 	t.Run("apply failed keeps what was not observed", func(t *testing.T) {
@@ -652,15 +659,21 @@ func TestComputeStatus(t *testing.T) {
 		p.Status = computeStatus(p, &observation{deployment: dep(2, 2, 2, 2, 2, 4), service: svc, sessions: &sessions})
 		p.Generation = 4
 		st := computeStatus(p, &observation{applyErr: errFake("apply Deployment game: timeout")})
-		if st.ObservedGeneration != 3 {
-			t.Errorf("observedGeneration advanced to %d on a failed pass", st.ObservedGeneration)
+		// The pass worked on generation 4 and says how it ended.
+		if st.ObservedGeneration != 4 {
+			t.Errorf("observedGeneration %d on a failed pass, want 4", st.ObservedGeneration)
 		}
-		if c := cond(st, ConditionDegraded); c.Status != metav1.ConditionTrue || c.Reason != ReasonApplyFailed ||
-			!strings.Contains(c.Message, "timeout") || c.ObservedGeneration != 4 {
-			t.Errorf("Degraded %+v", c)
+		for _, typ := range []string{ConditionDegraded, ConditionStalled} {
+			if c := cond(st, typ); c.Status != metav1.ConditionTrue || c.Reason != ReasonApplyFailed ||
+				!strings.Contains(c.Message, "timeout") || c.ObservedGeneration != 4 {
+				t.Errorf("%s %+v", typ, c)
+			}
 		}
-		if c := cond(st, ConditionReady); c.Status != metav1.ConditionTrue || c.ObservedGeneration != 3 {
-			t.Errorf("Ready changed without an observation: %+v", c)
+		if c := cond(st, ConditionReady); c.Status != metav1.ConditionFalse || c.Reason != ReasonApplyFailed || c.ObservedGeneration != 4 {
+			t.Errorf("Ready on a stuck fleet: %+v", c)
+		}
+		if c := cond(st, ConditionReconciling); c.Status != metav1.ConditionFalse {
+			t.Errorf("Reconciling on a stuck fleet: %+v", c)
 		}
 		if st.Sessions != 42 || st.Endpoint != "10.0.0.1:7777" || st.ReadyReplicas != 2 {
 			t.Errorf("unobserved fields changed: %+v", st)
@@ -668,11 +681,14 @@ func TestComputeStatus(t *testing.T) {
 	})
 	t.Run("invalid spec", func(t *testing.T) {
 		st := computeStatus(newPHS(), &observation{invalidSpec: errFake("invalid config: transports: no transport is enabled")})
-		if c := cond(st, ConditionDegraded); c.Status != metav1.ConditionTrue || c.Reason != ReasonInvalidSpec {
-			t.Errorf("Degraded %+v", c)
+		if c := cond(st, ConditionStalled); c.Status != metav1.ConditionTrue || c.Reason != ReasonInvalidSpec {
+			t.Errorf("Stalled %+v", c)
 		}
-		if st.ObservedGeneration != 0 {
-			t.Errorf("observedGeneration %d", st.ObservedGeneration)
+		if c := cond(st, ConditionReady); c.Status != metav1.ConditionFalse || c.Reason != ReasonInvalidSpec {
+			t.Errorf("Ready %+v", c)
+		}
+		if st.ObservedGeneration != 3 {
+			t.Errorf("observedGeneration %d, want 3", st.ObservedGeneration)
 		}
 	})
 	t.Run("service monitor skipped", func(t *testing.T) {
@@ -690,6 +706,19 @@ func TestComputeStatus(t *testing.T) {
 		st := computeStatus(newPHS(), &observation{deployment: d})
 		if c := cond(st, ConditionDegraded); c.Status != metav1.ConditionTrue || c.Reason != ReasonProgressDeadlineExceeded {
 			t.Errorf("Degraded %+v", c)
+		}
+		if c := cond(st, ConditionStalled); c.Status != metav1.ConditionTrue || c.Reason != ReasonProgressDeadlineExceeded {
+			t.Errorf("Stalled %+v", c)
+		}
+		if c := cond(st, ConditionReady); c.Status != metav1.ConditionFalse || c.Reason != ReasonProgressDeadlineExceeded {
+			t.Errorf("Ready on a stuck rollout: %+v", c)
+		}
+	})
+	t.Run("no deployment", func(t *testing.T) {
+		st := computeStatus(newPHS(), &observation{conflict: &childConflictError{kind: "Deployment", name: "game"}})
+		if c := cond(st, ConditionReady); c.Status != metav1.ConditionFalse || c.Reason != ReasonChildNameConflict ||
+			!strings.Contains(c.Message, "Deployment game") {
+			t.Errorf("Ready without a Deployment: %+v", c)
 		}
 	})
 }

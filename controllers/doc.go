@@ -12,7 +12,11 @@
 //     objects and are unit-tested without an API server;
 //   - one apply path (apply.go) writes every child with server-side apply
 //     under the field manager "playhouse-operator", each with a controller
-//     owner reference, so a second pass with nothing to change writes nothing;
+//     owner reference. It never writes an object of a child's name that this
+//     PlayHouseServer does not control (ChildNameConflict), and it skips a
+//     child whose applied-hash annotation matches the desired object and
+//     whose fields still hold what was applied, so a pass with nothing to
+//     change sends no request at all;
 //   - the reconciler (playhouseserver_controller.go) applies the children in
 //     dependency order, keeps the pods' deletion cost equal to their live
 //     session count (sessions.go), and writes the status once per pass, from
@@ -39,5 +43,10 @@
 //     of falling back to the API default of one replica.
 //   - The manager's cache holds only objects labelled
 //     app.kubernetes.io/managed-by=playhouse-operator for the kinds it owns
-//     (CacheByObject), not every Pod, Secret and ConfigMap of the cluster.
+//     (CacheByObject), not every Pod and ConfigMap of the cluster; Secrets
+//     are watched as metadata only (never data), so a PlayHouseServer
+//     waiting for a referenced Secret recovers as soon as it appears.
+//   - The status follows kstatus: observedGeneration on every pass,
+//     Reconciling while converging, Stalled when someone has to act, Ready
+//     False whenever stuck.
 package controllers

@@ -30,6 +30,10 @@ const (
 	// AnnotationConfigHash is the pod template annotation holding the hash of
 	// the rendered configuration; changing it rolls the pods.
 	AnnotationConfigHash = "playhouse.dev/config-hash"
+	// AnnotationAppliedHash is set on every child: the hash of the object the
+	// operator applied last. A child whose hash matches the desired object and
+	// whose fields still hold what was applied is not written again.
+	AnnotationAppliedHash = "playhouse.dev/applied-hash"
 	// AnnotationPodDeletionCost is the annotation the ReplicaSet controller
 	// reads to pick which pods go first on a scale-down (lowest first).
 	AnnotationPodDeletionCost = "controller.kubernetes.io/pod-deletion-cost"
@@ -79,6 +83,15 @@ const (
 	ConditionProgressing = "Progressing"
 	// ConditionDegraded is True when the operator cannot converge the children.
 	ConditionDegraded = "Degraded"
+	// ConditionReconciling is the kstatus abnormal-true condition: True while
+	// the fleet converges towards the current generation (rollout, replicas
+	// starting), False once settled or stuck.
+	ConditionReconciling = "Reconciling"
+	// ConditionStalled is the kstatus abnormal-true condition: True when the
+	// fleet cannot converge without someone acting (a child name taken by a
+	// foreign object, a missing or invalid Secret, an apply the API server
+	// refuses, an invalid spec, a rollout past its progress deadline).
+	ConditionStalled = "Stalled"
 )
 
 // Condition reasons.
@@ -99,6 +112,13 @@ const (
 	ReasonApplyFailed = "ApplyFailed"
 	// ReasonInvalidSpec: the spec renders to a configuration the server would refuse.
 	ReasonInvalidSpec = "InvalidSpec"
+	// ReasonChildNameConflict: an object with a child's name exists and is not
+	// controlled by this PlayHouseServer; the operator never writes it.
+	ReasonChildNameConflict = "ChildNameConflict"
+	// ReasonSecretNotFound: a Secret the spec references does not exist.
+	ReasonSecretNotFound = "SecretNotFound"
+	// ReasonSecretInvalid: a Secret the spec references lacks a required key.
+	ReasonSecretInvalid = "SecretInvalid"
 	// ReasonAsExpected: nothing is wrong.
 	ReasonAsExpected = "AsExpected"
 )

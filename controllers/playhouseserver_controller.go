@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"maps"
 	"sync"
 	"time"
 
@@ -112,28 +114,65 @@ func NewPlayHouseServerReconciler(mgr ctrl.Manager, o Options) *PlayHouseServerR
 
 // CacheByObject restricts the manager's cache to the objects the operator
 // manages (those labelled managed-by=playhouse-operator) for every kind it
-// owns, so the operator does not hold every Pod, Secret and ConfigMap of the
+// owns, so the operator does not hold every Pod, ConfigMap or Service of the
 // cluster in memory. Use it as cache.Options.ByObject.
+//
+// Secrets are the exception: the operator watches their metadata only (never
+// their data), unfiltered, so a PlayHouseServer waiting for a Secret it
+// references (TLS, signing key, env) is reconciled the moment the Secret
+// appears. The cache keeps no managed fields or last-applied annotation of a
+// Secret (that annotation can hold its data), and never a Secret's data.
 func CacheByObject() map[client.Object]cache.ByObject {
 	managed := labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedByValue})
 	out := map[client.Object]cache.ByObject{}
 	for _, o := range []client.Object{
-		&corev1.Pod{}, &corev1.Secret{}, &corev1.ConfigMap{}, &corev1.Service{},
+		&corev1.Pod{}, &corev1.ConfigMap{}, &corev1.Service{},
 		&appsv1.Deployment{}, &autoscalingv2.HorizontalPodAutoscaler{}, &policyv1.PodDisruptionBudget{},
 	} {
 		out[o] = cache.ByObject{Label: managed}
 	}
+	out[&corev1.Secret{}] = cache.ByObject{Transform: stripSecret}
 	return out
+}
+
+// lastAppliedAnnotation is kubectl's client-side apply record; on a Secret it
+// holds the Secret's data.
+const lastAppliedAnnotation = "kubectl.kubernetes.io/last-applied-configuration"
+
+// stripSecret is the cache transform of Secrets: no data, no managed fields,
+// no last-applied annotation.
+func stripSecret(in any) (any, error) {
+	if s, ok := in.(*corev1.Secret); ok {
+		s.Data, s.StringData = nil, nil
+	}
+	if m, ok := in.(metav1.Object); ok {
+		m.SetManagedFields(nil)
+		if a := m.GetAnnotations(); a[lastAppliedAnnotation] != "" {
+			a = maps.Clone(a)
+			delete(a, lastAppliedAnnotation)
+			m.SetAnnotations(a)
+		}
+	}
+	return in, nil
+}
+
+// secretMetadata is an empty metadata-only Secret, for reads and watches
+// that must not touch Secret data.
+func secretMetadata() *metav1.PartialObjectMetadata {
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+	return m
 }
 
 // SetupWithManager registers the controller: it reconciles PlayHouseServers on
 // spec changes and whenever an owned child changes or disappears, so a deleted
-// or hand-edited child is repaired.
+// or hand-edited child is repaired, and when a Secret a PlayHouseServer owns
+// or references changes (metadata-only watch).
 func (r *PlayHouseServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	c, err := ctrl.NewControllerManagedBy(mgr).
 		For(&playhousev1alpha1.PlayHouseServer{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Owns(&corev1.ConfigMap{}).
-		Owns(&corev1.Secret{}).
+		Watches(secretMetadata(), handler.EnqueueRequestsFromMapFunc(r.secretRequests), builder.OnlyMetadata).
 		Owns(&corev1.Service{}).
 		Owns(&appsv1.Deployment{}).
 		Owns(&autoscalingv2.HorizontalPodAutoscaler{}).
@@ -177,6 +216,9 @@ func (r *PlayHouseServerReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 
 	obs := &observation{}
 	defer func() {
+		if obs.staleRead {
+			return
+		}
 		if err := r.patchStatus(ctx, phs, obs); err != nil {
 			res, retErr = ctrl.Result{}, errors.Join(retErr, err)
 		}
@@ -185,9 +227,18 @@ func (r *PlayHouseServerReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	if err := r.reconcileChildren(ctx, phs, obs); err != nil {
 		return ctrl.Result{}, err
 	}
-	r.reconcileDeletionCost(ctx, phs, obs)
+	if obs.staleRead {
+		return ctrl.Result{RequeueAfter: staleReadRetry}, nil
+	}
+	if obs.stalled() == nil || obs.deployment != nil {
+		r.reconcileDeletionCost(ctx, phs, obs)
+	}
 	return ctrl.Result{RequeueAfter: r.resyncInterval()}, nil
 }
+
+// staleReadRetry is how soon a pass whose write met a newer object than it
+// read (a cache lagging behind the API server) runs again.
+const staleReadRetry = 500 * time.Millisecond
 
 // resyncInterval is ResyncInterval or its default.
 func (r *PlayHouseServerReconciler) resyncInterval() time.Duration {
@@ -242,7 +293,32 @@ func (r *PlayHouseServerReconciler) reconcileChildren(ctx context.Context, phs *
 		r.observeExisting(ctx, phs, obs)
 		return nil
 	}
+	switch problem, err := r.checkSecrets(ctx, phs); {
+	case err != nil:
+		obs.applyErr = err
+		r.Recorder.Eventf(phs, nil, corev1.EventTypeWarning, ReasonApplyFailed, "CheckSecrets", "%v", err)
+		return err
+	case problem != nil:
+		// Nothing is written: the running fleet keeps its last good spec.
+		obs.secret = problem
+		r.Recorder.Eventf(phs, nil, corev1.EventTypeWarning, problem.reason, "CheckSecrets", "%s", problem.message)
+		r.observeExisting(ctx, phs, obs)
+		return nil
+	}
 	fail := func(err error) error {
+		var conflict *childConflictError
+		switch {
+		case errors.As(err, &conflict):
+			// Not an error of the operator: reported, and retried at each resync.
+			obs.conflict = conflict
+			r.Recorder.Eventf(phs, nil, corev1.EventTypeWarning, ReasonChildNameConflict, "Apply", "%v", err)
+			r.observeExisting(ctx, phs, obs)
+			return nil
+		case apierrors.IsConflict(err):
+			logf.FromContext(ctx).V(1).Info("a child changed since it was read; retrying", "error", err.Error())
+			obs.staleRead = true
+			return nil
+		}
 		obs.applyErr = err
 		r.Recorder.Eventf(phs, nil, corev1.EventTypeWarning, ReasonApplyFailed, "Apply", "%v", err)
 		return err
@@ -312,7 +388,7 @@ func (r *PlayHouseServerReconciler) handOverReplicas(ctx context.Context, phs *p
 		}
 		return fmt.Errorf("get Deployment %s: %w", phs.Name, err)
 	}
-	if live.Spec.Replicas == nil || !appliesReplicas(live.ManagedFields) {
+	if !metav1.IsControlledBy(live, phs) || live.Spec.Replicas == nil || !appliesReplicas(live.ManagedFields) {
 		return nil
 	}
 	u := &unstructured.Unstructured{Object: map[string]any{
@@ -362,7 +438,7 @@ func (r *PlayHouseServerReconciler) observeExisting(ctx context.Context, phs *pl
 // apply writes one child through the single apply path and records an event
 // when the API server created or changed it.
 func (r *PlayHouseServerReconciler) apply(ctx context.Context, phs *playhousev1alpha1.PlayHouseServer, desired client.Object, live client.Object) error {
-	outcome, err := r.applyObject(ctx, desired, live)
+	outcome, err := r.applyObject(ctx, phs, desired, live)
 	if err != nil {
 		return err
 	}
@@ -409,9 +485,25 @@ func (r *PlayHouseServerReconciler) deleteOwned(ctx context.Context, phs *playho
 // reconcileSigningKey applies the generated signing-key Secret, keeping the
 // key already stored when there is one: it is generated once and never
 // rotated by a reconcile. Nothing is done when the spec names its own Secret.
+//
+// The Secret is immutable, so while the metadata cache shows it controlled by
+// this PlayHouseServer with its labels and applied hash, nothing is read or
+// written. Otherwise its key is read straight from the API server (the cache
+// holds no Secret data) before anything is generated, so a cold or stale
+// cache can never cause a rotation.
 func (r *PlayHouseServerReconciler) reconcileSigningKey(ctx context.Context, phs *playhousev1alpha1.PlayHouseServer) error {
 	if phs.Spec.Auth.SigningKeySecretName != "" {
 		return nil
+	}
+	name := signingKeySecretName(phs.Name)
+	m := secretMetadata()
+	switch err := r.Client.Get(ctx, client.ObjectKey{Namespace: phs.Namespace, Name: name}, m); {
+	case err == nil && !metav1.IsControlledBy(m, phs):
+		return newConflict("Secret", m)
+	case err == nil && m.GetAnnotations()[AnnotationAppliedHash] != "" && hasLabels(m.GetLabels(), commonLabels(phs.Name)):
+		return nil
+	case err != nil && !apierrors.IsNotFound(err):
+		return fmt.Errorf("get Secret %s: %w", name, err)
 	}
 	key, err := r.existingSigningKey(ctx, phs)
 	if err != nil {
@@ -423,37 +515,37 @@ func (r *PlayHouseServerReconciler) reconcileSigningKey(ctx context.Context, phs
 			return fmt.Errorf("generate signing key: %w", err)
 		}
 		r.Recorder.Eventf(phs, nil, corev1.EventTypeNormal, "SigningKeyGenerated", "Generate",
-			"generated a token signing key in Secret %s", signingKeySecretName(phs.Name))
+			"generated a token signing key in Secret %s", name)
 	}
 	return r.apply(ctx, phs, desiredSigningKeySecret(phs, key), nil)
 }
 
+// hasLabels reports whether have holds every label of want.
+func hasLabels(have, want map[string]string) bool {
+	for k, v := range want {
+		if have[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
 // existingSigningKey returns the signing key stored in the generated Secret,
-// or nil when there is none. A miss in the cache is confirmed with a direct
-// read before the caller generates a key, so a stale or label-filtered cache
-// can never cause a rotation.
+// read from the API server, or nil when there is none. A Secret of that name
+// this PlayHouseServer does not control is a *childConflictError: its key is
+// neither used nor replaced.
 func (r *PlayHouseServerReconciler) existingSigningKey(ctx context.Context, phs *playhousev1alpha1.PlayHouseServer) ([]byte, error) {
 	key := client.ObjectKey{Namespace: phs.Namespace, Name: signingKeySecretName(phs.Name)}
 	s := &corev1.Secret{}
-	err := r.Client.Get(ctx, key, s)
-	if err == nil && len(s.Data[SigningKeyKey]) > 0 {
-		return s.Data[SigningKeyKey], nil
-	}
-	if err != nil && !apierrors.IsNotFound(err) {
-		return nil, fmt.Errorf("get Secret %s: %w", key.Name, err)
-	}
-	reader := r.APIReader
-	if reader == nil {
-		reader = r.Client
-	}
-	s = &corev1.Secret{}
-	switch err := reader.Get(ctx, key, s); {
-	case err == nil:
-		return nonEmpty(s.Data[SigningKeyKey]), nil
+	switch err := r.apiReader().Get(ctx, key, s); {
 	case apierrors.IsNotFound(err):
 		return nil, nil
-	default:
+	case err != nil:
 		return nil, fmt.Errorf("get Secret %s: %w", key.Name, err)
+	case !metav1.IsControlledBy(s, phs):
+		return nil, newConflict("Secret", s)
+	default:
+		return nonEmpty(s.Data[SigningKeyKey]), nil
 	}
 }
 
@@ -567,14 +659,43 @@ func (r *PlayHouseServerReconciler) watchServiceMonitors(ctx context.Context) {
 	if r.smWatching {
 		return
 	}
-	src := source.Kind[client.Object](r.cache, newServiceMonitor(),
-		handler.EnqueueRequestForOwner(r.Scheme, r.RESTMapper, &playhousev1alpha1.PlayHouseServer{}, handler.OnlyControllerOwner()))
-	if err := r.controller.Watch(src); err != nil {
+	if err := r.controller.Watch(r.serviceMonitorSource()); err != nil {
 		logf.FromContext(ctx).Error(err, "cannot watch ServiceMonitors; they are repaired at each resync instead")
 		return
 	}
 	r.smWatching = true
 }
+
+// serviceMonitorSource is the watch of owned ServiceMonitors, started at
+// runtime once their CRD is served. It is wrapped in a loggableSource: the
+// controller logs a source started after the manager as a structured value,
+// and the bare source (which holds functions) cannot be encoded as JSON.
+func (r *PlayHouseServerReconciler) serviceMonitorSource() source.Source {
+	return loggableSource{
+		SyncingSource: source.Kind[client.Object](r.cache, newServiceMonitor(),
+			handler.EnqueueRequestForOwner(r.Scheme, r.RESTMapper, &playhousev1alpha1.PlayHouseServer{}, handler.OnlyControllerOwner())),
+		name: "kind source: ServiceMonitor." + MonitoringGroup + "/" + serviceMonitorVersion,
+	}
+}
+
+// loggableSource is a source with a plain-text form for logs.
+type loggableSource struct {
+	source.SyncingSource
+	// name is what logs show.
+	name string
+}
+
+// String implements fmt.Stringer.
+func (s loggableSource) String() string { return s.name }
+
+// LogValue implements slog.LogValuer.
+func (s loggableSource) LogValue() slog.Value { return slog.StringValue(s.name) }
+
+// MarshalJSON encodes the source as its name.
+func (s loggableSource) MarshalJSON() ([]byte, error) { return json.Marshal(s.name) }
+
+// MarshalLog implements logr.Marshaler.
+func (s loggableSource) MarshalLog() any { return s.name }
 
 // reconcileDeletionCost reads each ready pod's live session count and sets
 // its pod-deletion-cost annotation to it (only when it changed), so a

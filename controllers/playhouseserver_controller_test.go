@@ -80,6 +80,7 @@ func TestCreateGetsEveryChild(t *testing.T) {
 	phs.Spec.DrainTimeout = &metav1.Duration{Duration: time.Minute}
 	phs.Spec.Autoscaling = playhousev1alpha1.AutoscalingSpec{Enabled: true, MinReplicas: ptr.To(int32(2)), MaxReplicas: 8, TargetSessionsPerPod: 1500}
 	phs.Spec.DisruptionBudget = playhousev1alpha1.DisruptionBudgetSpec{Enabled: true, MinAvailable: ptr.To(intstr.Parse("50%"))}
+	s.createReferencedSecrets(t, phs)
 	s.create(t, phs)
 
 	cm := &corev1.ConfigMap{}
@@ -405,6 +406,7 @@ func TestSigningKeySurvivesReconciles(t *testing.T) {
 
 	// A user-named Secret replaces the generated one in the pods (which
 	// roll), and the generated one is kept untouched for a switch back.
+	s.createSecret(t, ns, "my-key", SigningKeyKey)
 	updateSpec(t, s, phs, func(p *playhousev1alpha1.PlayHouseServer) { p.Spec.Auth.SigningKeySecretName = "my-key" })
 	dep := &appsv1.Deployment{}
 	waitFor(t, "pods mount my-key", func() (bool, error) {
@@ -652,6 +654,7 @@ func TestSamplesApply(t *testing.T) {
 		t.Run(phs.Name, func(t *testing.T) {
 			ns := s.newNamespace(t)
 			phs.Namespace = ns
+			s.createReferencedSecrets(t, phs)
 			s.create(t, phs)
 			got := s.waitObserved(t, phs)
 			if c := condition(got, ConditionDegraded); c == nil || c.Status != metav1.ConditionFalse {

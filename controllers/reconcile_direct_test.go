@@ -195,7 +195,7 @@ func TestReconcileIsIdempotent(t *testing.T) {
 	phs := s.create(t, directPHS(ns, "idem"))
 	sessions := newFakeSessions()
 	f := newFaults()
-	r, _ := s.directReconciler(f, sessions)
+	r, rec := s.directReconciler(f, sessions)
 	req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(phs)}
 	ctx := context.Background()
 
@@ -219,6 +219,7 @@ func TestReconcileIsIdempotent(t *testing.T) {
 		t.Errorf("deletion cost %q after the first reconcile", c)
 	}
 	f.resetWrites()
+	drainEvents(rec)
 
 	for pass := 2; pass <= 3; pass++ {
 		if _, err := r.Reconcile(ctx, req); err != nil {
@@ -230,35 +231,47 @@ func TestReconcileIsIdempotent(t *testing.T) {
 				t.Errorf("pass %d rewrote %s (resourceVersion %s -> %s)", pass, k, rv, again[k])
 			}
 		}
-		// Server-side applies are sent (and are no-ops); nothing else is.
+		// Nothing changed, so nothing is sent: not even a no-op apply.
 		for verb, n := range f.resetWrites() {
-			if verb != "apply" {
-				t.Errorf("pass %d made %d %s calls", pass, n, verb)
-			}
+			t.Errorf("pass %d made %d %s calls", pass, n, verb)
+		}
+		for _, e := range drainEvents(rec) {
+			t.Errorf("pass %d recorded an event: %s", pass, e)
 		}
 	}
 }
 
-// checkStatusCoherent fails when the stored status claims more than what
-// happened: observedGeneration at the current generation while Degraded, or
-// Degraded=False without the generation observed.
+// checkStatusCoherent fails when the stored status contradicts itself:
+// conditions describing another generation than observedGeneration, Stalled
+// and Reconciling both True, Stalled without Degraded, or Ready=True while
+// Stalled.
 func checkStatusCoherent(t *testing.T, s *suite, phs *playhousev1alpha1.PlayHouseServer) *playhousev1alpha1.PlayHouseServer {
 	t.Helper()
 	got := &playhousev1alpha1.PlayHouseServer{}
 	if _, err := s.get(got, phs.Namespace, phs.Name); err != nil {
 		t.Fatal(err)
 	}
-	d := condition(got, ConditionDegraded)
-	observed := got.Status.ObservedGeneration == got.Generation
-	switch {
-	case d == nil:
-		if observed {
-			t.Errorf("observedGeneration %d without a Degraded condition", got.Status.ObservedGeneration)
+	if len(got.Status.Conditions) == 0 {
+		return got // never written
+	}
+	for _, c := range got.Status.Conditions {
+		if c.ObservedGeneration != got.Status.ObservedGeneration {
+			t.Errorf("condition %s describes generation %d, observedGeneration is %d", c.Type, c.ObservedGeneration, got.Status.ObservedGeneration)
 		}
-	case d.Status == metav1.ConditionTrue && observed:
-		t.Errorf("status observes generation %d but is Degraded: %s", got.Generation, d.Message)
-	case d.Status == metav1.ConditionFalse && d.ObservedGeneration == got.Generation && !observed:
-		t.Errorf("Degraded=False for generation %d but observedGeneration is %d", got.Generation, got.Status.ObservedGeneration)
+	}
+	is := func(typ string, want metav1.ConditionStatus) bool {
+		c := condition(got, typ)
+		return c != nil && c.Status == want
+	}
+	if !is(ConditionStalled, metav1.ConditionTrue) && !is(ConditionStalled, metav1.ConditionFalse) {
+		t.Errorf("no Stalled condition: %+v", got.Status.Conditions)
+	}
+	stalled := is(ConditionStalled, metav1.ConditionTrue)
+	if stalled && (is(ConditionReconciling, metav1.ConditionTrue) || is(ConditionReady, metav1.ConditionTrue) || !is(ConditionDegraded, metav1.ConditionTrue)) {
+		t.Errorf("Stalled but Reconciling, Ready or not Degraded: %+v", got.Status.Conditions)
+	}
+	if !stalled && is(ConditionDegraded, metav1.ConditionTrue) {
+		t.Errorf("Degraded but not Stalled: %+v", got.Status.Conditions)
 	}
 	return got
 }
@@ -272,9 +285,9 @@ func TestReconcileConvergesThroughAPIFaults(t *testing.T) {
 	req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(phs)}
 	ctx := context.Background()
 
-	conflict := apierrors.NewConflict(schema.GroupResource{Resource: "services"}, "faulty", errors.New("injected conflict"))
+	unavailable := apierrors.NewServiceUnavailable("injected unavailable")
 	timeout := apierrors.NewTimeoutError("injected timeout", 1)
-	f.failApply("Service", conflict)
+	f.failApply("Service", unavailable)
 	f.failApply("Deployment", timeout, timeout)
 	f.failApply("HorizontalPodAutoscaler", context.DeadlineExceeded)
 	f.failStatus(apierrors.NewConflict(schema.GroupResource{Group: "playhouse.dev", Resource: "playhouseservers"}, "faulty", errors.New("injected conflict")))
@@ -301,10 +314,14 @@ func TestReconcileConvergesThroughAPIFaults(t *testing.T) {
 			}
 			continue
 		}
-		d := condition(got, ConditionDegraded)
+		d := condition(got, ConditionStalled)
 		if d == nil || d.Status != metav1.ConditionTrue || d.Reason != ReasonApplyFailed || !strings.Contains(d.Message, "injected") &&
 			!strings.Contains(d.Message, "deadline") {
-			t.Errorf("pass %d failed with %q but Degraded is %+v", pass, err, d)
+			t.Errorf("pass %d failed with %q but Stalled is %+v", pass, err, d)
+		}
+		// Each pass records the generation it worked on, failed or not.
+		if got.Status.ObservedGeneration != got.Generation {
+			t.Errorf("pass %d: observedGeneration %d, generation %d", pass, got.Status.ObservedGeneration, got.Generation)
 		}
 	}
 	// Pass 1 fails twice over (the Service apply, then its status patch),
@@ -364,6 +381,32 @@ func TestReconcileConvergesThroughAPIFaults(t *testing.T) {
 	hpa := &autoscalingv2.HorizontalPodAutoscaler{}
 	if _, err := s.get(hpa, ns, "faulty"); err != nil || hpa.Spec.MaxReplicas != 6 {
 		t.Errorf("HPA maxReplicas %d (%v), want 6", hpa.Spec.MaxReplicas, err)
+	}
+
+	// A write refused because the object changed since it was read (a stale
+	// cache) is no failure: the pass is retried soon, quietly, and writes no
+	// status.
+	updateSpec(t, s, phs, func(p *playhousev1alpha1.PlayHouseServer) { p.Spec.Autoscaling.MaxReplicas = 7 })
+	f.failApply("HorizontalPodAutoscaler", apierrors.NewConflict(schema.GroupResource{Group: "autoscaling", Resource: "horizontalpodautoscalers"}, "faulty", errors.New("injected conflict")))
+	drainEvents(rec)
+	before := checkStatusCoherent(t, s, phs)
+	res, err := r.Reconcile(ctx, req)
+	if err != nil || res.RequeueAfter != staleReadRetry {
+		t.Errorf("pass after a stale read: %v, requeue after %s, want nil and %s", err, res.RequeueAfter, staleReadRetry)
+	}
+	if got := checkStatusCoherent(t, s, phs); !equality.Semantic.DeepEqual(got.Status, before.Status) {
+		t.Errorf("a pass retried after a stale read wrote the status:\n%+v\n%+v", before.Status, got.Status)
+	}
+	for _, e := range drainEvents(rec) {
+		if strings.HasPrefix(e, "Warning") {
+			t.Errorf("a stale read was reported: %s", e)
+		}
+	}
+	if _, err := r.Reconcile(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.get(hpa, ns, "faulty"); err != nil || hpa.Spec.MaxReplicas != 7 {
+		t.Errorf("HPA maxReplicas %d (%v), want 7", hpa.Spec.MaxReplicas, err)
 	}
 }
 

@@ -18,69 +18,77 @@ import (
 // this pass, and the status fields derived from it keep their previous value:
 // the status only ever reports what the operator actually saw.
 type observation struct {
-	// deployment is the Deployment as returned by its apply.
+	// deployment is the Deployment as returned by its apply (or as read).
 	deployment *appsv1.Deployment
-	// service is the client Service as returned by its apply.
+	// service is the client Service as returned by its apply (or as read).
 	service *corev1.Service
 	// sessions is the sum of the ready pods' live session counts.
 	sessions *int64
 	// invalidSpec is set when the spec renders to a configuration the server refuses.
 	invalidSpec error
+	// conflict is set when a child's name is held by an object this
+	// PlayHouseServer does not control.
+	conflict *childConflictError
+	// secret is set when a referenced Secret is missing or incomplete.
+	secret *secretProblem
 	// applyErr is the first write that failed.
 	applyErr error
+	// staleRead is set when a write was refused because the object changed
+	// since it was read (a stale cache): the pass is retried at once and
+	// writes no status.
+	staleRead bool
 	// serviceMonitorSkipped is set when monitoring asks for a ServiceMonitor
 	// but the cluster does not serve the kind.
 	serviceMonitorSkipped bool
 }
 
-// succeeded reports whether the pass converged every child.
-func (o *observation) succeeded() bool {
-	return o.invalidSpec == nil && o.applyErr == nil
+// stall is why a fleet cannot converge without someone acting.
+type stall struct {
+	reason, message string
+}
+
+// stalled returns what blocks the fleet, or nil: a problem of this pass
+// first, then a rollout the Deployment controller gave up on.
+func (o *observation) stalled() *stall {
+	switch {
+	case o.invalidSpec != nil:
+		return &stall{ReasonInvalidSpec, o.invalidSpec.Error()}
+	case o.conflict != nil:
+		return &stall{ReasonChildNameConflict, o.conflict.Error()}
+	case o.secret != nil:
+		return &stall{o.secret.reason, o.secret.message}
+	case o.applyErr != nil:
+		return &stall{ReasonApplyFailed, o.applyErr.Error()}
+	case o.deployment != nil && deploymentStuck(o.deployment):
+		return &stall{ReasonProgressDeadlineExceeded, "the Deployment's rollout exceeded its progress deadline"}
+	}
+	return nil
 }
 
 // computeStatus returns the status a reconcile pass should write, starting
-// from the current one. observedGeneration advances only when the whole pass
-// succeeded; the conditions carry the generation they were computed from.
+// from the current one. Every pass records the generation it worked on in
+// observedGeneration, and every condition describes that generation, so
+// kstatus-based tools (Flux, kpt, Argo-style health checks) read it as:
+//
+//   - Stalled=True (kstatus Failed) when the fleet cannot converge without
+//     someone acting: invalid spec, a child name held by a foreign object,
+//     a missing or incomplete Secret, a refused write, a rollout past its
+//     progress deadline. Ready is then False with the same reason.
+//   - Reconciling=True (kstatus InProgress) while the Deployment rolls out or
+//     replicas are not ready yet.
+//   - neither (kstatus Current) once settled, including scaled to zero.
 func computeStatus(phs *playhousev1alpha1.PlayHouseServer, obs *observation) playhousev1alpha1.PlayHouseServerStatus {
 	st := *phs.Status.DeepCopy()
 	gen := phs.Generation
+	st.ObservedGeneration = gen
 	st.Selector = SelectorString(phs)
 
-	progressStuck := false
-	if d := obs.deployment; d != nil {
+	d := obs.deployment
+	var desired int32
+	if d != nil {
 		st.Replicas = d.Status.Replicas
 		st.ReadyReplicas = d.Status.ReadyReplicas
-		desired := ptr.Deref(d.Spec.Replicas, 1)
-
-		ready := metav1.Condition{Type: ConditionReady, ObservedGeneration: gen}
-		switch {
-		case desired == 0:
-			ready.Status, ready.Reason = metav1.ConditionFalse, ReasonScaledToZero
-			ready.Message = "no replica is desired"
-		case d.Status.ReadyReplicas >= desired:
-			ready.Status, ready.Reason = metav1.ConditionTrue, ReasonReplicasReady
-			ready.Message = fmt.Sprintf("%d of %d replicas ready", d.Status.ReadyReplicas, desired)
-		default:
-			ready.Status, ready.Reason = metav1.ConditionFalse, ReasonReplicasNotReady
-			ready.Message = fmt.Sprintf("%d of %d replicas ready", d.Status.ReadyReplicas, desired)
-		}
-		meta.SetStatusCondition(&st.Conditions, ready)
-
-		progressing := metav1.Condition{Type: ConditionProgressing, ObservedGeneration: gen}
-		switch {
-		case deploymentStuck(d):
-			progressStuck = true
-			progressing.Status, progressing.Reason = metav1.ConditionFalse, ReasonProgressDeadlineExceeded
-			progressing.Message = "the Deployment's rollout exceeded its progress deadline"
-		case rollingOut(d, desired):
-			progressing.Status, progressing.Reason = metav1.ConditionTrue, ReasonRollingOut
-			progressing.Message = fmt.Sprintf("%d of %d replicas updated, %d available",
-				d.Status.UpdatedReplicas, desired, d.Status.AvailableReplicas)
-		default:
-			progressing.Status, progressing.Reason = metav1.ConditionFalse, ReasonRolloutComplete
-			progressing.Message = fmt.Sprintf("%d replicas run the current spec", d.Status.UpdatedReplicas)
-		}
-		meta.SetStatusCondition(&st.Conditions, progressing)
+		desired = ptr.Deref(d.Spec.Replicas, 1)
 	}
 	if obs.service != nil {
 		st.Endpoint = serviceEndpoint(obs.service)
@@ -88,29 +96,62 @@ func computeStatus(phs *playhousev1alpha1.PlayHouseServer, obs *observation) pla
 	if obs.sessions != nil {
 		st.Sessions = *obs.sessions
 	}
+	set := func(typ string, status metav1.ConditionStatus, reason, msg string) {
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{
+			Type: typ, Status: status, Reason: reason, Message: truncateMessage(msg), ObservedGeneration: gen,
+		})
+	}
+	stuck := obs.stalled()
 
-	degraded := metav1.Condition{Type: ConditionDegraded, ObservedGeneration: gen}
 	switch {
-	case obs.invalidSpec != nil:
-		degraded.Status, degraded.Reason = metav1.ConditionTrue, ReasonInvalidSpec
-		degraded.Message = truncateMessage(obs.invalidSpec.Error())
-	case obs.applyErr != nil:
-		degraded.Status, degraded.Reason = metav1.ConditionTrue, ReasonApplyFailed
-		degraded.Message = truncateMessage(obs.applyErr.Error())
-	case progressStuck:
-		degraded.Status, degraded.Reason = metav1.ConditionTrue, ReasonProgressDeadlineExceeded
-		degraded.Message = "the Deployment's rollout exceeded its progress deadline"
+	case stuck != nil:
+		set(ConditionReady, metav1.ConditionFalse, stuck.reason, stuck.message)
+	case d == nil:
+		set(ConditionReady, metav1.ConditionUnknown, ReasonRollingOut, "the Deployment has not been observed yet")
+	case desired == 0:
+		set(ConditionReady, metav1.ConditionTrue, ReasonScaledToZero, "scaled to zero: no replica is desired")
+	case d.Status.ReadyReplicas >= desired:
+		set(ConditionReady, metav1.ConditionTrue, ReasonReplicasReady, fmt.Sprintf("%d of %d replicas ready", d.Status.ReadyReplicas, desired))
 	default:
-		degraded.Status, degraded.Reason = metav1.ConditionFalse, ReasonAsExpected
-		degraded.Message = "every child object is applied"
-		if obs.serviceMonitorSkipped {
-			degraded.Message += "; ServiceMonitor skipped: the monitoring.coreos.com CRD is not installed"
+		set(ConditionReady, metav1.ConditionFalse, ReasonReplicasNotReady, fmt.Sprintf("%d of %d replicas ready", d.Status.ReadyReplicas, desired))
+	}
+
+	if d != nil {
+		switch {
+		case deploymentStuck(d):
+			set(ConditionProgressing, metav1.ConditionFalse, ReasonProgressDeadlineExceeded, "the Deployment's rollout exceeded its progress deadline")
+		case rollingOut(d, desired):
+			set(ConditionProgressing, metav1.ConditionTrue, ReasonRollingOut, fmt.Sprintf("%d of %d replicas updated, %d available",
+				d.Status.UpdatedReplicas, desired, d.Status.AvailableReplicas))
+		default:
+			set(ConditionProgressing, metav1.ConditionFalse, ReasonRolloutComplete, fmt.Sprintf("%d replicas run the current spec", d.Status.UpdatedReplicas))
 		}
 	}
-	meta.SetStatusCondition(&st.Conditions, degraded)
 
-	if obs.succeeded() {
-		st.ObservedGeneration = gen
+	switch {
+	case stuck != nil:
+		set(ConditionReconciling, metav1.ConditionFalse, stuck.reason, "not converging: see the Stalled condition")
+	case d == nil:
+		set(ConditionReconciling, metav1.ConditionTrue, ReasonRollingOut, "the Deployment has not been observed yet")
+	case rollingOut(d, desired):
+		set(ConditionReconciling, metav1.ConditionTrue, ReasonRollingOut, fmt.Sprintf("%d of %d replicas updated, %d available",
+			d.Status.UpdatedReplicas, desired, d.Status.AvailableReplicas))
+	case d.Status.ReadyReplicas < desired:
+		set(ConditionReconciling, metav1.ConditionTrue, ReasonReplicasNotReady, fmt.Sprintf("%d of %d replicas ready", d.Status.ReadyReplicas, desired))
+	default:
+		set(ConditionReconciling, metav1.ConditionFalse, ReasonAsExpected, "the fleet runs the current generation")
+	}
+
+	if stuck != nil {
+		set(ConditionStalled, metav1.ConditionTrue, stuck.reason, stuck.message)
+		set(ConditionDegraded, metav1.ConditionTrue, stuck.reason, stuck.message)
+	} else {
+		set(ConditionStalled, metav1.ConditionFalse, ReasonAsExpected, "nothing blocks the fleet")
+		msg := "every child object is applied"
+		if obs.serviceMonitorSkipped {
+			msg += "; ServiceMonitor skipped: the monitoring.coreos.com CRD is not installed"
+		}
+		set(ConditionDegraded, metav1.ConditionFalse, ReasonAsExpected, msg)
 	}
 	return st
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -24,6 +25,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -55,6 +57,108 @@ type suite struct {
 	mgr ctrl.Manager
 	// sessions is the fake session reader the manager's reconciler uses.
 	sessions *fakeSessions
+	// calls counts the manager client's calls.
+	calls *callLog
+}
+
+// callLog counts the calls the manager's client makes, by verb, kind and
+// namespace/name ("apply ConfigMap ns/name"). A Get of the PlayHouseServer
+// starts every reconcile, so its count is the number of passes.
+type callLog struct {
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func newCallLog() *callLog { return &callLog{counts: map[string]int{}} }
+
+// add counts one call.
+func (l *callLog) add(verb, kind string, key client.ObjectKey) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.counts[verb+" "+kind+" "+key.String()]++
+}
+
+// count is how often verb was called on kind ns/name.
+func (l *callLog) count(verb, kind string, key client.ObjectKey) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.counts[verb+" "+kind+" "+key.String()]
+}
+
+// writes returns the write calls (every verb but get and list) made on
+// objects of namespace ns, by "verb kind ns/name".
+func (l *callLog) writes(ns string) map[string]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string]int{}
+	for k, n := range l.counts {
+		f := strings.Fields(k)
+		if len(f) == 3 && f[0] != "get" && f[0] != "list" && strings.HasPrefix(f[2], ns+"/") {
+			out[k] = n
+		}
+	}
+	return out
+}
+
+// kindOf names the kind of obj for the call log.
+func kindOf(scheme *runtime.Scheme, obj runtime.Object) string {
+	if gvk := obj.GetObjectKind().GroupVersionKind(); gvk.Kind != "" {
+		return gvk.Kind
+	}
+	if gvks, _, err := scheme.ObjectKinds(obj); err == nil && len(gvks) > 0 {
+		return gvks[0].Kind
+	}
+	return fmt.Sprintf("%T", obj)
+}
+
+// countingClient returns the manager's NewClient func: the usual cached
+// client, with every call counted in log.
+func countingClient(log *callLog) client.NewClientFunc {
+	return func(cfg *rest.Config, o client.Options) (client.Client, error) {
+		c, err := client.NewWithWatch(cfg, o)
+		if err != nil {
+			return nil, err
+		}
+		sch := o.Scheme
+		return interceptor.NewClient(c, interceptor.Funcs{
+			Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+				log.add("get", kindOf(sch, obj), key)
+				return c.Get(ctx, key, obj, opts...)
+			},
+			Apply: func(ctx context.Context, c client.WithWatch, obj runtime.ApplyConfiguration, opts ...client.ApplyOption) error {
+				kind, key := "", client.ObjectKey{}
+				if u, ok := obj.(interface {
+					GetKind() string
+					GetName() string
+					GetNamespace() string
+				}); ok {
+					kind, key = u.GetKind(), client.ObjectKey{Namespace: u.GetNamespace(), Name: u.GetName()}
+				}
+				log.add("apply", kind, key)
+				return c.Apply(ctx, obj, opts...)
+			},
+			Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+				log.add("create", kindOf(sch, obj), client.ObjectKeyFromObject(obj))
+				return c.Create(ctx, obj, opts...)
+			},
+			Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
+				log.add("update", kindOf(sch, obj), client.ObjectKeyFromObject(obj))
+				return c.Update(ctx, obj, opts...)
+			},
+			Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+				log.add("patch", kindOf(sch, obj), client.ObjectKeyFromObject(obj))
+				return c.Patch(ctx, obj, patch, opts...)
+			},
+			Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
+				log.add("delete", kindOf(sch, obj), client.ObjectKeyFromObject(obj))
+				return c.Delete(ctx, obj, opts...)
+			},
+			SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+				log.add(sub+"-patch", kindOf(sch, obj), client.ObjectKeyFromObject(obj))
+				return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
+			},
+		}), nil
+	}
 }
 
 // testEnv is set by TestMain when the envtest suite runs; nil under -short.
@@ -163,7 +267,9 @@ func startSuite(cfg *rest.Config) (*suite, func() error, error) {
 	byObject := CacheByObject()
 	byObject[&playhousev1alpha1.PlayHouseServer{}] = cache.ByObject{Label: labels.NewSelector().Add(*direct)}
 
+	calls := newCallLog()
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		NewClient:              countingClient(calls),
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
@@ -200,7 +306,7 @@ func startSuite(cfg *rest.Config) (*suite, func() error, error) {
 		cancel()
 		return <-done
 	}
-	return &suite{cfg: cfg, scheme: scheme, c: c, mgr: mgr, sessions: sessions}, stop, nil
+	return &suite{cfg: cfg, scheme: scheme, c: c, mgr: mgr, sessions: sessions, calls: calls}, stop, nil
 }
 
 // fakeSessions is a SessionReader answering from a table of pod name to
@@ -301,4 +407,36 @@ func (s *suite) get(obj client.Object, ns, name string) (bool, error) {
 		return false, nil
 	}
 	return err == nil, err
+}
+
+// waitPasses waits until the manager has started n more reconciles of phs.
+func (s *suite) waitPasses(t *testing.T, phs *playhousev1alpha1.PlayHouseServer, n int) {
+	t.Helper()
+	key := client.ObjectKeyFromObject(phs)
+	start := s.calls.count("get", "PlayHouseServer", key)
+	waitFor(t, fmt.Sprintf("%d more reconciles of %s", n, phs.Name), func() (bool, error) {
+		return s.calls.count("get", "PlayHouseServer", key) >= start+n, nil
+	})
+}
+
+// createSecret creates a Secret holding keys (each with a placeholder
+// value) and returns it.
+func (s *suite) createSecret(t *testing.T, ns, name string, keys ...string) *corev1.Secret {
+	t.Helper()
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Data: map[string][]byte{}}
+	for _, k := range keys {
+		sec.Data[k] = []byte("placeholder value of " + k + " (at least 16 bytes)")
+	}
+	if err := s.c.Create(context.Background(), sec); err != nil {
+		t.Fatalf("create Secret %s: %v", name, err)
+	}
+	return sec
+}
+
+// createReferencedSecrets creates every Secret phs references, so its pods could start.
+func (s *suite) createReferencedSecrets(t *testing.T, phs *playhousev1alpha1.PlayHouseServer) {
+	t.Helper()
+	for _, ref := range referencedSecrets(phs) {
+		s.createSecret(t, phs.Namespace, ref.name, ref.keys...)
+	}
 }

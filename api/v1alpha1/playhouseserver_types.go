@@ -60,8 +60,9 @@ type PlayHouseServerSpec struct {
 	// Replicas is the number of pods. It is ignored when autoscaling is
 	// enabled (the HorizontalPodAutoscaler owns the count then).
 	// +optional
+	// (A negative count is refused by the scale subresource's own check,
+	// so the schema sets no minimum that would report it a second time.)
 	// +kubebuilder:default=1
-	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=10000
 	Replicas *int32 `json:"replicas,omitempty"`
 
@@ -596,16 +597,21 @@ type DisruptionBudgetSpec struct {
 	// +optional
 	Enabled bool `json:"enabled,omitempty"`
 
-	// MinAvailable is a pod count or a percentage such as "50%".
+	// MinAvailable is a non-negative pod count or a percentage such as
+	// "50%". "100%" is refused: it would block every voluntary disruption
+	// (node drains, cluster upgrades).
 	// +optional
 	// +kubebuilder:validation:XIntOrString
 	// +kubebuilder:validation:Pattern=`^(100|[1-9]?[0-9])%$`
+	// +kubebuilder:validation:XValidation:rule="type(self) != int || self >= 0",message="must be a non-negative pod count or a percentage such as \"50%\""
+	// +kubebuilder:validation:XValidation:rule="type(self) != string || self != '100%'",message="minAvailable \"100%\" would block every voluntary disruption (node drains, upgrades); use at most \"99%\" or maxUnavailable"
 	MinAvailable *intstr.IntOrString `json:"minAvailable,omitempty"`
 
-	// MaxUnavailable is a pod count or a percentage such as "25%".
+	// MaxUnavailable is a non-negative pod count or a percentage such as "25%".
 	// +optional
 	// +kubebuilder:validation:XIntOrString
 	// +kubebuilder:validation:Pattern=`^(100|[1-9]?[0-9])%$`
+	// +kubebuilder:validation:XValidation:rule="type(self) != int || self >= 0",message="must be a non-negative pod count or a percentage such as \"25%\""
 	MaxUnavailable *intstr.IntOrString `json:"maxUnavailable,omitempty"`
 }
 
@@ -630,23 +636,29 @@ type MonitoringSpec struct {
 
 // PlayHouseServerStatus is the observed state of a PlayHouseServer.
 type PlayHouseServerStatus struct {
-	// ObservedGeneration is the spec generation the status reflects.
+	// ObservedGeneration is the spec generation the operator last worked on;
+	// every condition describes that generation. It is written on every
+	// reconcile, whether the pass succeeded or not.
 	// +optional
-	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// +kubebuilder:default=0
+	ObservedGeneration int64 `json:"observedGeneration"`
 
 	// Replicas is the number of pods of the fleet.
 	// +optional
-	Replicas int32 `json:"replicas,omitempty"`
+	// +kubebuilder:default=0
+	Replicas int32 `json:"replicas"`
 
 	// ReadyReplicas is the number of ready pods.
 	// +optional
-	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
+	// +kubebuilder:default=0
+	ReadyReplicas int32 `json:"readyReplicas"`
 
 	// Sessions is the number of live sessions over the ready pods, read from
 	// each pod's /status at every resync. When no ready pod can be read it
 	// keeps its last value.
 	// +optional
-	Sessions int64 `json:"sessions,omitempty"`
+	// +kubebuilder:default=0
+	Sessions int64 `json:"sessions"`
 
 	// Endpoint is the client address of the Service with its first client
 	// port: the load balancer's IP or host name once assigned, else the
@@ -658,7 +670,8 @@ type PlayHouseServerStatus struct {
 	// +optional
 	Selector string `json:"selector,omitempty"`
 
-	// Conditions are Ready, Progressing and Degraded.
+	// Conditions are Ready, Reconciling and Stalled (kstatus), Progressing
+	// and Degraded.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -680,8 +693,9 @@ type PlayHouseServerStatus struct {
 // +kubebuilder:printcolumn:name="Sessions",type=integer,JSONPath=`.status.sessions`
 // +kubebuilder:printcolumn:name="Endpoint",type=string,JSONPath=`.status.endpoint`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
-// +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 63",message="metadata.name must be a DNS label of at most 63 characters starting with a letter (it names the Service)"
-// +kubebuilder:validation:XValidation:rule="!has(self.spec.monitoring) || !has(self.spec.monitoring.serviceMonitor) || !self.spec.monitoring.serviceMonitor || size(self.metadata.name) <= 55",message="metadata.name must be at most 55 characters while monitoring.serviceMonitor is on (it names the Service <name>-metrics)"
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 63",message="metadata.name must be a DNS label of at most 63 characters starting with a letter (it names the Service)",fieldPath=".metadata"
+// +kubebuilder:validation:XValidation:rule="!has(self.spec.monitoring) || !has(self.spec.monitoring.serviceMonitor) || !self.spec.monitoring.serviceMonitor || size(self.metadata.name) <= 55",message="metadata.name must be at most 55 characters while monitoring.serviceMonitor is on (it names the Service <name>-metrics)",fieldPath=".metadata"
+// +kubebuilder:validation:XValidation:rule="!self.metadata.name.endsWith('-metrics')",message="metadata.name must not end with \"-metrics\" (reserved for the metrics Service <name>-metrics of another PlayHouseServer)",fieldPath=".metadata"
 type PlayHouseServer struct {
 	metav1.TypeMeta `json:",inline"`
 	// +optional
@@ -692,8 +706,10 @@ type PlayHouseServer struct {
 	// +kubebuilder:default={}
 	Spec PlayHouseServerSpec `json:"spec"`
 
-	// Status is the observed state, written by the operator.
+	// Status is the observed state, written by the operator. Its counters
+	// default to 0, so they read 0 (not blank) before the first reconcile.
 	// +optional
+	// +kubebuilder:default={}
 	Status PlayHouseServerStatus `json:"status,omitzero"`
 }
 

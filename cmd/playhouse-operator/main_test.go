@@ -21,17 +21,21 @@ type fakeReview struct {
 	calls   int
 }
 
-func (f *fakeReview) review(_ context.Context, token, verb, path string) (bool, string, error) {
+func (f *fakeReview) review(_ context.Context, token, verb, path string) (verdict, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++
 	if f.err != nil {
-		return false, "", f.err
+		return verdict{}, f.err
 	}
 	if verb != "get" || path != "/metrics" {
-		return false, "unexpected request", nil
+		return verdict{authenticated: true, reason: "unexpected request"}, nil
 	}
-	return f.allowed[token], "denied", nil
+	allowed, known := f.allowed[token]
+	if !known {
+		return verdict{reason: "unauthenticated"}, nil
+	}
+	return verdict{authenticated: true, allowed: allowed, reason: "denied"}, nil
 }
 
 func TestMetricsAuthFilter(t *testing.T) {
@@ -55,7 +59,12 @@ func TestMetricsAuthFilter(t *testing.T) {
 		t.Errorf("no token: %d", c)
 	}
 	if c := do("bad"); c != http.StatusForbidden {
-		t.Errorf("denied token: %d", c)
+		t.Errorf("denied token: %d, want 403", c)
+	}
+	// A token the API server does not recognise is a failed authentication:
+	// 401, not 403 (which would say "authenticated, but not allowed").
+	if c := do("invalid"); c != http.StatusUnauthorized {
+		t.Errorf("invalid token: %d, want 401", c)
 	}
 	if c := do("good"); c != http.StatusOK {
 		t.Errorf("allowed token: %d", c)
@@ -69,7 +78,7 @@ func TestMetricsAuthFilter(t *testing.T) {
 		t.Error("an expired decision was not reviewed again")
 	}
 	fr.err = errors.New("api down")
-	if c := do("other"); c != http.StatusInternalServerError {
+	if c := do("other-token"); c != http.StatusInternalServerError {
 		t.Errorf("review error: %d", c)
 	}
 }

@@ -47,15 +47,15 @@ func metricsAuthFilter(cfg *rest.Config, httpClient *http.Client) (metricsserver
 		return nil, fmt.Errorf("build SubjectAccessReview client: %w", err)
 	}
 	a := &metricsAuthorizer{
-		review: func(ctx context.Context, token, verb, path string) (bool, string, error) {
+		review: func(ctx context.Context, token, verb, path string) (verdict, error) {
 			tr, err := authn.TokenReviews().Create(ctx, &authenticationv1.TokenReview{
 				Spec: authenticationv1.TokenReviewSpec{Token: token},
 			}, metav1.CreateOptions{})
 			if err != nil {
-				return false, "", fmt.Errorf("token review: %w", err)
+				return verdict{}, fmt.Errorf("token review: %w", err)
 			}
 			if !tr.Status.Authenticated {
-				return false, "unauthenticated", nil
+				return verdict{reason: "unauthenticated: " + tr.Status.Error}, nil
 			}
 			u := tr.Status.User
 			extra := map[string]authorizationv1.ExtraValue{}
@@ -72,12 +72,12 @@ func metricsAuthFilter(cfg *rest.Config, httpClient *http.Client) (metricsserver
 				},
 			}, metav1.CreateOptions{})
 			if err != nil {
-				return false, "", fmt.Errorf("subject access review: %w", err)
+				return verdict{}, fmt.Errorf("subject access review: %w", err)
 			}
 			if !sar.Status.Allowed {
-				return false, fmt.Sprintf("user %s may not %s %s", u.Username, verb, path), nil
+				return verdict{authenticated: true, reason: fmt.Sprintf("user %s may not %s %s", u.Username, verb, path)}, nil
 			}
-			return true, "", nil
+			return verdict{authenticated: true, allowed: true}, nil
 		},
 		decisions: map[decisionKey]decision{},
 		now:       time.Now,
@@ -92,17 +92,28 @@ type decisionKey struct {
 	path  string
 }
 
+// verdict is the answer of one access review.
+type verdict struct {
+	// authenticated: the TokenReview accepted the token. A request with a
+	// token it rejects gets 401 Unauthorized.
+	authenticated bool
+	// allowed: the SubjectAccessReview allowed the request; an authenticated
+	// caller that is not allowed gets 403 Forbidden.
+	allowed bool
+	// reason explains a refusal (logged at V(4)).
+	reason string
+}
+
 // decision is a cached access decision.
 type decision struct {
-	allowed bool
-	reason  string
+	verdict
 	expires time.Time
 }
 
 // metricsAuthorizer checks metrics requests and caches the answers briefly,
 // so a scrape every few seconds does not cost two API calls each.
 type metricsAuthorizer struct {
-	review func(ctx context.Context, token, verb, path string) (allowed bool, reason string, err error)
+	review func(ctx context.Context, token, verb, path string) (verdict, error)
 	now    func() time.Time
 
 	mu        sync.Mutex
@@ -114,6 +125,7 @@ func (a *metricsAuthorizer) filter(log logr.Logger, next http.Handler) (http.Han
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		token, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
 		if !ok || token == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="metrics"`)
 			http.Error(w, "Unauthorized", http.StatusUnauthorized)
 			return
 		}
@@ -122,6 +134,12 @@ func (a *metricsAuthorizer) filter(log logr.Logger, next http.Handler) (http.Han
 		if err != nil {
 			log.Error(err, "cannot authorize a metrics request")
 			http.Error(w, "authorization failed", http.StatusInternalServerError)
+			return
+		}
+		if !d.authenticated {
+			log.V(4).Info("metrics request unauthenticated", "reason", d.reason)
+			w.Header().Set("WWW-Authenticate", `Bearer realm="metrics"`)
+			http.Error(w, "Unauthorized", http.StatusUnauthorized)
 			return
 		}
 		if !d.allowed {
@@ -144,12 +162,12 @@ func (a *metricsAuthorizer) decide(ctx context.Context, token string, key decisi
 	}
 	ctx, cancel := context.WithTimeout(ctx, reviewTimeout)
 	defer cancel()
-	allowed, reason, err := a.review(ctx, token, key.verb, key.path)
+	v, err := a.review(ctx, token, key.verb, key.path)
 	if err != nil {
 		return decision{}, err
 	}
-	d = decision{allowed: allowed, reason: reason, expires: now.Add(denyTTL)}
-	if allowed {
+	d = decision{verdict: v, expires: now.Add(denyTTL)}
+	if v.allowed {
 		d.expires = now.Add(allowTTL)
 	}
 	a.mu.Lock()

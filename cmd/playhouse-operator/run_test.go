@@ -184,6 +184,21 @@ func TestRunAgainstAPIServer(t *testing.T) {
 		}
 		return nil
 	})
+	// A bearer token the API server's TokenReview rejects is unauthenticated too: 401.
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+metricsAddr+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer not-a-valid-token")
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("scrape with an invalid token got %s, want 401", resp.Status)
+	}
 
 	phs := &playhousev1alpha1.PlayHouseServer{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "smoke"}}
 	if err := c.Create(ctx, phs); err != nil {

@@ -8,10 +8,12 @@ package crdvalidation
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -49,6 +51,10 @@ func TestInvalidObjectsAreRefused(t *testing.T) {
 		objName string
 		spec    string
 		want    []string
+		// absent are texts the error must not contain.
+		absent []string
+		// once: the refusal has exactly one cause.
+		once bool
 	}{
 		{
 			name: "autoscaling minReplicas above maxReplicas",
@@ -223,7 +229,27 @@ func TestInvalidObjectsAreRefused(t *testing.T) {
 		{
 			name: "negative replicas",
 			spec: "replicas: -1",
-			want: []string{`spec.replicas: Invalid value: -1: spec.replicas in body should be greater than or equal to 0`},
+			want: []string{`spec.replicas: Invalid value: -1: should be a non-negative integer`},
+			// One message, not the same refusal twice.
+			once: true,
+		},
+		{
+			name: "negative disruption budget minAvailable",
+			spec: "disruptionBudget: {enabled: true, minAvailable: -1}",
+			want: []string{`spec.disruptionBudget.minAvailable: Invalid value: -1: must be a non-negative pod count or a percentage such as "50%"`},
+			once: true,
+		},
+		{
+			name: "negative disruption budget maxUnavailable",
+			spec: "disruptionBudget: {enabled: true, maxUnavailable: -2}",
+			want: []string{`spec.disruptionBudget.maxUnavailable: Invalid value: -2: must be a non-negative pod count or a percentage such as "25%"`},
+			once: true,
+		},
+		{
+			name: "disruption budget minAvailable of 100%",
+			spec: "disruptionBudget: {enabled: true, minAvailable: 100%}",
+			want: []string{`spec.disruptionBudget.minAvailable: Invalid value: "100%": minAvailable "100%" would block every voluntary disruption (node drains, upgrades); use at most "99%" or maxUnavailable`},
+			once: true,
 		},
 		{
 			name: "pod labels overriding the selector",
@@ -238,14 +264,24 @@ func TestInvalidObjectsAreRefused(t *testing.T) {
 		{
 			name:    "name that cannot name a Service",
 			objName: "game.eu",
-			want:    []string{`<nil>: Invalid value: metadata.name must be a DNS label of at most 63 characters starting with a letter (it names the Service)`},
+			want:    []string{`metadata: Invalid value: metadata.name must be a DNS label of at most 63 characters starting with a letter (it names the Service)`},
+			absent:  []string{`<nil>`},
 		},
 		{
 			// "<name>-metrics" would exceed the 63 characters of a Service name.
 			name:    "name too long for the metrics Service",
 			objName: "m" + strings.Repeat("x", 55),
 			spec:    "monitoring: {serviceMonitor: true}",
-			want:    []string{`<nil>: Invalid value: metadata.name must be at most 55 characters while monitoring.serviceMonitor is on (it names the Service <name>-metrics)`},
+			want:    []string{`metadata: Invalid value: metadata.name must be at most 55 characters while monitoring.serviceMonitor is on (it names the Service <name>-metrics)`},
+			absent:  []string{`<nil>`},
+		},
+		{
+			// "dup" with monitoring on owns the Service "dup-metrics", which is
+			// also the client Service of a PlayHouseServer named "dup-metrics".
+			name:    "name ending in -metrics",
+			objName: "dup-metrics",
+			want:    []string{`metadata: Invalid value: metadata.name must not end with "-metrics" (reserved for the metrics Service <name>-metrics of another PlayHouseServer)`},
+			absent:  []string{`<nil>`},
 		},
 	}
 	for _, tc := range cases {
@@ -265,6 +301,14 @@ func TestInvalidObjectsAreRefused(t *testing.T) {
 			for _, w := range tc.want {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error does not contain %q:\n%v", w, err)
+				}
+			}
+			if causes := causesOf(err); tc.once && len(causes) != 1 {
+				t.Errorf("want exactly one cause, got %d: %v", len(causes), causes)
+			}
+			for _, a := range tc.absent {
+				if strings.Contains(err.Error(), a) {
+					t.Errorf("error contains %q:\n%v", a, err)
 				}
 			}
 		})
@@ -295,6 +339,12 @@ func TestValidObjectsAreAccepted(t *testing.T) {
 		{name: "autoscaling with equal bounds", spec: "autoscaling: {enabled: true, minReplicas: 3, maxReplicas: 3, targetSessionsPerPod: 1}"},
 		{name: "disruption budget with a percentage", spec: "disruptionBudget: {enabled: true, minAvailable: 50%}"},
 		{name: "disruption budget with no bound", spec: "disruptionBudget: {enabled: true}"},
+		{name: "disruption budget with integer bounds at zero", spec: "disruptionBudget: {enabled: true, minAvailable: 0}"},
+		{name: "disruption budget maxUnavailable 0", spec: "disruptionBudget: {enabled: true, maxUnavailable: 0}"},
+		{name: "disruption budget minAvailable 99%", spec: "disruptionBudget: {enabled: true, minAvailable: 99%}"},
+		{name: "disruption budget maxUnavailable 100%", spec: "disruptionBudget: {enabled: true, maxUnavailable: 100%}"},
+		{name: "disruption budget integer minAvailable", spec: "disruptionBudget: {enabled: true, minAvailable: 2}"},
+		{name: "name containing metrics but not at the end", objName: "metrics-eu"},
 		{name: "fractional and compound durations", spec: "drainTimeout: 1m30s\nlimits: {heartbeatTimeout: 1.5s, writeTimeout: 250ms}"},
 		{name: "drain timeout of exactly 1h", spec: "drainTimeout: 1h"},
 		{name: "IPv6 CIDRs", spec: "limits: {perIPExempt: ['::1/128', 'fd00::/8']}"},
@@ -312,4 +362,13 @@ func TestValidObjectsAreAccepted(t *testing.T) {
 			}
 		})
 	}
+}
+
+// causesOf returns the causes of an API error's status details.
+func causesOf(err error) []metav1.StatusCause {
+	var st apierrors.APIStatus
+	if !errors.As(err, &st) || st.Status().Details == nil {
+		return nil
+	}
+	return st.Status().Details.Causes
 }
