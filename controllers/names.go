@@ -130,9 +130,6 @@ const (
 	DefaultResyncInterval = 30 * time.Second
 	// DefaultSessionReadTimeout bounds one /status request.
 	DefaultSessionReadTimeout = 2 * time.Second
-	// DefaultImage is the server image used when neither the spec nor the
-	// operator's --default-image flag names one.
-	DefaultImage = "playhouse:dev"
 	// terminationGraceMargin is added to the drain timeout to form the pod's
 	// terminationGracePeriodSeconds, so the kubelet never kills a draining
 	// server before its own drain timeout ends it.
