@@ -86,6 +86,17 @@ func (m *Metrics) AttachBudget(b *protocol.Budget) {
 	)
 }
 
+// AttachOpenConnections exports fn as playhouse_connections_open: client
+// connections accepted and not yet closed, whether sessions or still in
+// their PROXY-header, TLS or upgrade phase. Call it once.
+func (m *Metrics) AttachOpenConnections(fn func() int64) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: Namespace,
+		Name:      "connections_open",
+		Help:      "Client connections accepted and not yet closed (sessions and connections still in their PROXY, TLS or upgrade phase); each holds an admission slot.",
+	}, func() float64 { return float64(fn()) }))
+}
+
 // Registry returns the registry holding every metric.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 

@@ -41,6 +41,7 @@ type edgeConn struct {
 	s        *Server
 	remote   net.Addr
 	adm      *session.Admission
+	viaProxy bool        // from a trusted proxy: admitted unkeyed until its header is read
 	http     atomic.Bool // handed to an upgrade server
 	served   atomic.Bool // became a session
 	hijacked atomic.Bool // taken over by the WebSocket upgrade
@@ -65,6 +66,7 @@ func (c *edgeConn) Close() error {
 		if c.adm != nil {
 			c.adm.Release()
 		}
+		c.s.open.Add(-1)
 	})
 	return err
 }
@@ -83,14 +85,15 @@ func (a unkeyedAddr) String() string { return "proxy peer " + a.peer.String() }
 // longAgo is a deadline in the past, to end blocked reads at shutdown.
 var longAgo = time.Unix(1, 0)
 
-// acceptLoop serves a client listener: each connection is admitted, then
-// goes through its prelude (PROXY header, TLS handshake) and is handed to
-// next. It returns when ctx ends or ln is closed.
+// acceptLoop serves a client listener: each connection is admitted in the
+// accept loop itself (in accept order), then goes, in its own goroutine,
+// through its prelude (PROXY header, TLS handshake) and is handed to next.
+// It returns when ctx ends or ln is closed.
 func (s *Server) acceptLoop(ctx context.Context, kind transport.Kind, ln net.Listener, next func(ec *edgeConn, c net.Conn)) {
-	err := transport.Serve(ctx, ln, transport.AcceptOptions{Logger: s.log, Conns: &s.conns}, func(raw net.Conn) {
+	gate := func(raw net.Conn) (net.Conn, bool) {
 		peer := raw.RemoteAddr()
-		viaProxy := s.proxy != nil && s.proxy.Trusts(peer)
 		var admitAs net.Addr = peer
+		viaProxy := s.proxy != nil && s.proxy.Trusts(peer)
 		if viaProxy {
 			admitAs = unkeyedAddr{peer}
 		}
@@ -98,12 +101,16 @@ func (s *Server) acceptLoop(ctx context.Context, kind transport.Kind, ln net.Lis
 		if err != nil {
 			s.log.Debug("connection refused", "transport", string(kind), "err", err)
 			raw.Close()
-			return
+			return nil, false
 		}
-		ec := &edgeConn{Conn: raw, s: s, remote: peer, adm: adm}
+		s.open.Add(1)
+		return &edgeConn{Conn: raw, s: s, remote: peer, adm: adm, viaProxy: viaProxy}, true
+	}
+	err := transport.Serve(ctx, ln, transport.AcceptOptions{Logger: s.log, Conns: &s.conns, Gate: gate}, func(c net.Conn) {
+		ec := c.(*edgeConn)
 		// Shutdown ends a prelude that is still waiting for the client.
-		stop := context.AfterFunc(ctx, func() { _ = raw.SetDeadline(longAgo) })
-		c, ok := s.prelude(ctx, kind, ec, viaProxy)
+		stop := context.AfterFunc(ctx, func() { _ = ec.Conn.SetDeadline(longAgo) })
+		c, ok := s.prelude(ctx, kind, ec)
 		if !stop() && ok {
 			c.Close()
 			return
@@ -120,7 +127,7 @@ func (s *Server) acceptLoop(ctx context.Context, kind transport.Kind, ln net.Lis
 // prelude reads the PROXY header (re-admitting the connection under the
 // client address it names) and does the TLS handshake, each within its
 // timeout. On failure the connection is closed and counted, and ok is false.
-func (s *Server) prelude(ctx context.Context, kind transport.Kind, ec *edgeConn, viaProxy bool) (c net.Conn, ok bool) {
+func (s *Server) prelude(ctx context.Context, kind transport.Kind, ec *edgeConn) (c net.Conn, ok bool) {
 	if s.proxy != nil {
 		pc, err := s.proxy.ReadHeader(ec.Conn)
 		if err != nil {
@@ -130,7 +137,7 @@ func (s *Server) prelude(ctx context.Context, kind transport.Kind, ec *edgeConn,
 			return nil, false
 		}
 		ec.Conn, ec.remote = pc, pc.RemoteAddr()
-		if viaProxy {
+		if ec.viaProxy {
 			ec.adm.Release()
 			if ec.adm, err = s.mgr.Admit(ec.remote); err != nil {
 				s.log.Debug("connection refused", "transport", string(kind), "err", err)

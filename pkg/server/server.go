@@ -49,6 +49,7 @@ type Server struct {
 	cancel      context.CancelFunc
 	serving     sync.WaitGroup // accept loops and upgrade servers
 	conns       sync.WaitGroup // connection goroutines (see acceptLoop, handOff)
+	open        atomic.Int64   // admitted connections of the own listeners not yet closed
 	budget      *protocol.Budget
 	proxy       *transport.ProxyPolicy
 	abortCtx    context.Context    // canceled by Abort
@@ -141,6 +142,7 @@ func New(cfg config.Config, handler session.Handler, log *slog.Logger) (*Server,
 	s.abortCtx, s.abort = context.WithCancel(context.Background())
 	met.Attach(mgr, mgr.Draining, s.certExpiry)
 	met.AttachBudget(budget)
+	met.AttachOpenConnections(s.OpenConnections)
 	return s, nil
 }
 
@@ -158,6 +160,12 @@ func (s *Server) certExpiry() time.Time {
 // InboundBudget returns the process-wide budget of bytes held by partly
 // received frames (limits.inboundBudgetBytes).
 func (s *Server) InboundBudget() *protocol.Budget { return s.budget }
+
+// OpenConnections reports the client connections accepted on the server's
+// own listeners and not yet closed: sessions, and connections still in their
+// PROXY-header, TLS-handshake or HTTP-upgrade phase. Each holds an admission
+// slot.
+func (s *Server) OpenConnections() int64 { return s.open.Load() }
 
 // Manager returns the session manager.
 func (s *Server) Manager() *session.Manager { return s.mgr }

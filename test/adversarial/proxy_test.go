@@ -74,6 +74,7 @@ func TestProxyHeaderPhaseIsAdmitted(t *testing.T) {
 	for range 3 {
 		dialFrom(t, "127.0.0.1", e.addr(transport.KindTCP))
 	}
+	testutil.WaitFor(t, "three connections open", func() bool { return e.srv.OpenConnections() == 3 })
 	over := dialFrom(t, "127.0.0.1", e.addr(transport.KindTCP))
 	expectClosedByServer(t, over, "connection past maxConnections")
 	e.waitRejected(t, session.RejectMaxConnections, 1)

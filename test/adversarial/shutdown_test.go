@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/playhouse-k8s/playhouse/internal/testutil"
 	"github.com/playhouse-k8s/playhouse/pkg/config"
 	"github.com/playhouse-k8s/playhouse/pkg/session"
 	"github.com/playhouse-k8s/playhouse/pkg/transport"
@@ -35,7 +36,11 @@ func TestShutdownEndsConnectionsInTheirPrelude(t *testing.T) {
 	wsHead := dialFrom(t, "127.0.0.1", e.addr(transport.KindWebSocket))
 	_, _ = wsHead.Write([]byte("PROXY TCP4 203.0.113.9 127.0.0.1 4000 7778\r\nGET /ws HTTP/1.1\r\n"))
 	held = append(held, wsHead)
-	// A seventh is refused: the six are accepted and hold their slots.
+	testutil.WaitFor(t, "six connections open", func() bool { return e.srv.OpenConnections() == 6 })
+	if g := e.gauge(t, "playhouse_connections_open"); g != 6 {
+		t.Fatalf("playhouse_connections_open = %v", g)
+	}
+	// A seventh is refused: the six hold their slots.
 	expectClosedByServer(t, dialFrom(t, "127.0.0.3", e.addr(transport.KindTCP)), "seventh connection")
 	e.waitRejected(t, session.RejectMaxConnections, 1)
 
@@ -43,6 +48,9 @@ func TestShutdownEndsConnectionsInTheirPrelude(t *testing.T) {
 	defer cancel()
 	if err := e.srv.Shutdown(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if n := e.srv.OpenConnections(); n != 0 {
+		t.Fatalf("%d connections open after Shutdown", n)
 	}
 	for i, c := range held {
 		// Closed before Shutdown returned: the FIN is already queued.

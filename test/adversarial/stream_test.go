@@ -55,10 +55,11 @@ func TestStreamSlowloris(t *testing.T) {
 // exemption list is empty, each address on its own.
 func TestPerIPFromSeveralLoopbackAddresses(t *testing.T) {
 	e := start(t, func(c *config.Config) { c.Limits.MaxConnectionsPerIP = 2 })
-	for _, src := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"} {
+	for i, src := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"} {
 		for _, kind := range []transport.Kind{transport.KindTCP, transport.KindWebSocket} {
 			_ = dialFrom(t, src, e.addr(kind))
 		}
+		testutil.WaitFor(t, "held connections open", func() bool { return e.srv.OpenConnections() == int64(2*(i+1)) })
 		before := e.rejected(session.RejectPerIP)
 		for _, kind := range []transport.Kind{transport.KindTCP, transport.KindTLSTCP, transport.KindWebSocket, transport.KindWSS} {
 			over := dialFrom(t, src, e.addr(kind))

@@ -44,12 +44,17 @@ func TestPlainGETIsAnsweredClosedAndCounted(t *testing.T) {
 func TestWebSocketPortsAdmitAtAccept(t *testing.T) {
 	const perIP = 3
 	e := start(t, func(c *config.Config) { c.Limits.MaxConnectionsPerIP = perIP })
-	for _, kind := range []transport.Kind{transport.KindWebSocket, transport.KindWSS} {
+	for i, kind := range []transport.Kind{transport.KindWebSocket, transport.KindWSS} {
+		src := []string{"127.0.0.2", "127.0.0.4"}[i]
 		before := e.rejected(session.RejectPerIP)
 		for range perIP {
-			dialFrom(t, "127.0.0.2", e.addr(kind)) // hold without sending
+			dialFrom(t, src, e.addr(kind)) // hold without sending
 		}
-		over := dialFrom(t, "127.0.0.2", e.addr(kind))
+		testutil.WaitFor(t, "held connections open", func() bool { return e.srv.OpenConnections() == int64(perIP*(i+1)) })
+		if n := e.rejected(session.RejectPerIP); n != before {
+			t.Fatalf("%s: %d held connections refused", kind, n-before)
+		}
+		over := dialFrom(t, src, e.addr(kind))
 		expectClosedByServer(t, over, string(kind)+" connection past the per-IP limit")
 		e.waitRejected(t, session.RejectPerIP, before+1)
 		// Another address is not affected.
@@ -58,6 +63,7 @@ func TestWebSocketPortsAdmitAtAccept(t *testing.T) {
 			t.Fatalf("%s from another address: %v", kind, err)
 		}
 		ws.Close()
+		testutil.WaitFor(t, "upgraded connection closed", func() bool { return e.srv.OpenConnections() == int64(perIP*(i+1)) })
 	}
 }
 
@@ -67,6 +73,7 @@ func TestWebSocketPortsAdmitAtAccept(t *testing.T) {
 func TestUpgradeSlowlorisAndHalfOpenAreClosed(t *testing.T) {
 	e := start(t, nil)
 	started := time.Now()
+	// The slowloris keeps sending, so only the request timeout ends it.
 	silent := dialFrom(t, "127.0.0.2", e.addr(transport.KindWebSocket))
 	slow := dialFrom(t, "127.0.0.2", e.addr(transport.KindWebSocket))
 	half := dialFrom(t, "127.0.0.3", e.addr(transport.KindWebSocket))
@@ -91,7 +98,7 @@ func TestUpgradeSlowlorisAndHalfOpenAreClosed(t *testing.T) {
 	}
 	e.waitRejected(t, session.RejectUpgrade, 3)
 	e.waitRejected(t, session.RejectTLS, 1)
-	testutil.WaitFor(t, "no connection held", func() bool { return e.srv.Manager().Stats().Active == 0 })
+	testutil.WaitFor(t, "no connection held", func() bool { return e.srv.OpenConnections() == 0 })
 }
 
 // Finding 1: a header flood stops at the header limit (431) instead of
