@@ -136,3 +136,45 @@ func TestOutboxPieces(t *testing.T) {
 		t.Fatalf("pieces cover %d of %d bytes, %d frames", total, len(b), frames)
 	}
 }
+
+// The no-progress deadline holds on WebSocket too: one large message to a
+// peer reading steadily is not cut by a write timeout shorter than the
+// whole write.
+func TestWebSocketWriteNoProgressDeadline(t *testing.T) {
+	c, cli := wsPair(t, WebSocketOptions{MaxPacketSize: 16 << 20})
+	if tc, ok := cli.NetConn().(*net.TCPConn); ok {
+		_ = tc.SetReadBuffer(64 << 10)
+	}
+	const size = 8 << 20
+	got := make(chan int, 1)
+	go func() {
+		_, r, err := cli.NextReader()
+		if err != nil {
+			got <- -1
+			return
+		}
+		buf := make([]byte, 64<<10)
+		total := 0
+		for {
+			n, err := r.Read(buf)
+			total += n
+			if err != nil {
+				got <- total
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	o := NewOutbox(32 << 20)
+	if err := appendFrame(o, size); err != nil {
+		t.Fatal(err)
+	}
+	o.Close()
+	start := time.Now()
+	if err := o.Run(c, 300*time.Millisecond); err != nil {
+		t.Fatalf("steady WebSocket reader cut after %s: %v", time.Since(start), err)
+	}
+	if n := <-got; n != size+4 {
+		t.Fatalf("peer read %d bytes, want %d", n, size+4)
+	}
+}
