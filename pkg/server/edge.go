@@ -109,7 +109,8 @@ func (s *Server) acceptLoop(ctx context.Context, kind transport.Kind, ln net.Lis
 	err := transport.Serve(ctx, ln, transport.AcceptOptions{Logger: s.log, Conns: &s.conns, Gate: gate}, func(c net.Conn) {
 		ec := c.(*edgeConn)
 		// Shutdown ends a prelude that is still waiting for the client.
-		stop := context.AfterFunc(ctx, func() { _ = ec.Conn.SetDeadline(longAgo) })
+		raw := ec.Conn // prelude replaces ec.Conn; the socket stays the same
+		stop := context.AfterFunc(ctx, func() { _ = raw.SetDeadline(longAgo) })
 		c, ok := s.prelude(ctx, kind, ec)
 		if !stop() && ok {
 			c.Close()

@@ -167,3 +167,20 @@ func TestAllowedOriginsMissingAndCase(t *testing.T) {
 		t.Fatalf("missing Origin with allowMissingOrigin false: %v %v", resp, err)
 	}
 }
+
+// The admin port has the same request timeouts and header limit.
+func TestAdminSlowlorisAndHeaderLimit(t *testing.T) {
+	e := start(t, nil)
+	admin := e.srv.AdminAddr().String()
+	slow := dialFrom(t, "127.0.0.2", admin)
+	_, _ = slow.Write([]byte("GET /metrics HTTP/1.1\r\nHost: x\r\n"))
+	expectClosedByServer(t, slow, "admin slowloris")
+
+	big := dialFrom(t, "127.0.0.2", admin)
+	go func() {
+		_, _ = big.Write([]byte("GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 64<<10) + "\r\n\r\n"))
+	}()
+	if got := expectClosedByServer(t, big, "admin header flood"); !strings.HasPrefix(string(got), "HTTP/1.1 431") {
+		t.Fatalf("answer %q", truncate(got))
+	}
+}
