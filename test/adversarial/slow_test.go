@@ -13,34 +13,37 @@ import (
 	"github.com/playhouse-k8s/playhouse/pkg/transport"
 )
 
-// pushThenReply answers every request with a 16-byte push and then a reply
-// of the size the request asks for (its payload's length, times 1,000).
-type pushThenReply struct{ session.Handler }
+// sized answers every request with a reply of its payload's length in
+// KiB, after a 16-byte push when push is set. Requests stay small, so the
+// inbound rate limits never matter.
+type sized struct{ push bool }
 
-func (pushThenReply) OnConnect(*session.Session) error { return nil }
-func (pushThenReply) Authenticate(_ *session.Session, p *session.Packet) session.AuthResult {
+func (sized) OnConnect(*session.Session) error { return nil }
+func (sized) Authenticate(_ *session.Session, p *session.Packet) session.AuthResult {
 	return session.AuthResult{AccountID: string(p.Payload)}
 }
-func (pushThenReply) OnDisconnect(*session.Session, session.CloseReason) {}
-func (pushThenReply) OnPacket(s *session.Session, p *session.Packet) {
-	_ = s.Push("Tick", 0, make([]byte, 16))
-	_ = s.Reply(p, 0, make([]byte, len(p.Payload)*1000))
+func (sized) OnDisconnect(*session.Session, session.CloseReason) {}
+func (h sized) OnPacket(s *session.Session, p *session.Packet) {
+	if h.push {
+		_ = s.Push("Tick", 0, make([]byte, 16))
+	}
+	_ = s.Reply(p, 0, bytes.Repeat([]byte{7}, len(p.Payload)<<10))
 }
 
 // Issue 7 point 5: a 16-byte push followed by a legal 1.5 MiB reply is not
 // a slow consumer, with the default limits.
 func TestPushThenLargeReplyIsNotSlow(t *testing.T) {
-	e := startWith(t, pushThenReply{}, nil)
+	e := startWith(t, sized{push: true}, nil)
 	for i := range 5 {
 		c := dialFrom(t, "127.0.0.2", e.addr(transport.KindTCP))
 		f := newFrames(t, c)
 		f.auth("big" + itoa(uint64(i)))
-		f.send("BigRequest", 2, make([]byte, 1500)) // 1.5 MB reply
+		f.send("BigRequest", 2, make([]byte, 1536)) // 1.5 MiB reply
 		if h, _ := f.recv(); string(h.MsgID) != "Tick" {
 			t.Fatalf("first packet %q", h.MsgID)
 		}
 		h, p := f.recv()
-		if h.MsgSeq != 2 || len(p) != 1500*1000 {
+		if h.MsgSeq != 2 || len(p) != 1536<<10 {
 			t.Fatalf("reply %+v with %d bytes", h, len(p))
 		}
 		c.Close()
@@ -53,19 +56,18 @@ func TestPushThenLargeReplyIsNotSlow(t *testing.T) {
 // Issue 7 point 5: three 1 MiB replies to three requests in flight reach a
 // client that reads at a normal pace, every time.
 func TestThreeLargeRepliesInFlight(t *testing.T) {
-	e := start(t, nil)
-	payload := bytes.Repeat([]byte{7}, 1<<20)
+	e := startWith(t, sized{}, nil)
 	for round := range 8 {
 		c := dialFrom(t, "127.0.0.2", e.addr(transport.KindTCP))
 		f := newFrames(t, c)
 		f.auth("three" + itoa(uint64(round)))
 		for seq := uint16(2); seq < 5; seq++ {
-			f.send("EchoRequest", seq, payload)
+			f.send("BigRequest", seq, make([]byte, 1024)) // 1 MiB reply
 		}
 		seen := map[uint16]bool{}
 		for range 3 {
 			h, p := f.recv()
-			if h.ErrorCode != 0 || len(p) != len(payload) {
+			if h.ErrorCode != 0 || len(p) != 1<<20 {
 				t.Fatalf("round %d: reply %+v with %d bytes", round, h, len(p))
 			}
 			seen[h.MsgSeq] = true
@@ -83,17 +85,16 @@ func TestThreeLargeRepliesInFlight(t *testing.T) {
 // A client that never reads is cut as a slow consumer (by the pending
 // bound or the no-progress deadline), and nothing else is held for it.
 func TestNeverReadingClientIsCut(t *testing.T) {
-	e := start(t, func(c *config.Config) { c.Limits.WriteTimeout = config.D(time.Second) })
+	e := startWith(t, sized{}, func(c *config.Config) { c.Limits.WriteTimeout = config.D(time.Second) })
 	c := dialFrom(t, "127.0.0.2", e.addr(transport.KindTCP))
 	if tc, ok := c.(*net.TCPConn); ok {
 		_ = tc.SetReadBuffer(4 << 10)
 	}
 	f := newFrames(t, c)
 	f.auth("sleeper")
-	payload := make([]byte, 1<<20)
 	go func() {
-		for seq := uint16(2); seq < 40; seq++ {
-			b, _ := protocol.AppendRequest(nil, "EchoRequest", seq, 0, payload)
+		for seq := uint16(2); seq < 40; seq++ { // 38 replies of 1 MiB
+			b, _ := protocol.AppendRequest(nil, "BigRequest", seq, 0, make([]byte, 1024))
 			if _, err := c.Write(b); err != nil {
 				return
 			}
