@@ -132,8 +132,10 @@ func (s *Server) prelude(ctx context.Context, kind transport.Kind, ec *edgeConn)
 	if s.proxy != nil {
 		pc, err := s.proxy.ReadHeader(ec.Conn)
 		if err != nil {
-			s.mgr.CountReject(session.RejectProxyProtocol)
-			s.log.Info("connection refused", "transport", string(kind), "err", err)
+			if ctx.Err() == nil { // not ended by shutdown
+				s.mgr.CountReject(session.RejectProxyProtocol)
+				s.log.Info("connection refused", "transport", string(kind), "err", err)
+			}
 			ec.Close()
 			return nil, false
 		}
@@ -158,6 +160,10 @@ func (s *Server) prelude(ctx context.Context, kind transport.Kind, ec *edgeConn)
 		reason := session.TLSHandshakeFailed
 		if errors.Is(err, context.DeadlineExceeded) {
 			reason = session.TLSHandshakeTimeout
+		}
+		if ctx.Err() != nil { // ended by shutdown
+			ec.Close()
+			return nil, false
 		}
 		s.mgr.CountReject(session.RejectTLS)
 		s.log.Info("tls handshake failed", "transport", string(kind), "remote", ec.remote.String(), "reason", reason.String(), "err", err)
