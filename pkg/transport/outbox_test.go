@@ -79,18 +79,18 @@ func TestOutboxNoProgressDeadline(t *testing.T) {
 	_ = cli.(*net.TCPConn).SetReadBuffer(64 << 10)
 	go slowReader(cli, 64<<10, 20*time.Millisecond)
 	o := NewOutbox(16 << 20)
-	for range 8 {
+	for range 16 {
 		if err := appendFrame(o, 512<<10); err != nil {
 			t.Fatal(err)
 		}
 	}
 	o.Close()
 	start := time.Now()
-	// 4 MiB at 64 KiB per 20 ms takes well over the 300 ms timeout.
-	if err := o.Run(NewStreamConn(srv, KindTCP, 1<<20), 300*time.Millisecond); err != nil {
+	// 8 MiB at 64 KiB per 20 ms takes well over the 1 s timeout.
+	if err := o.Run(NewStreamConn(srv, KindTCP, 1<<20), time.Second); err != nil {
 		t.Fatalf("steady reader cut after %s: %v", time.Since(start), err)
 	}
-	if time.Since(start) < 300*time.Millisecond {
+	if time.Since(start) < time.Second {
 		t.Skip("socket buffers absorbed the batch; the deadline was never at stake")
 	}
 }
@@ -141,11 +141,11 @@ func TestOutboxPieces(t *testing.T) {
 // peer reading steadily is not cut by a write timeout shorter than the
 // whole write.
 func TestWebSocketWriteNoProgressDeadline(t *testing.T) {
-	c, cli := wsPair(t, WebSocketOptions{MaxPacketSize: 16 << 20})
+	c, cli := wsPair(t, WebSocketOptions{MaxPacketSize: 32 << 20})
 	if tc, ok := cli.NetConn().(*net.TCPConn); ok {
 		_ = tc.SetReadBuffer(64 << 10)
 	}
-	const size = 8 << 20
+	const size = 16 << 20
 	got := make(chan int, 1)
 	go func() {
 		_, r, err := cli.NextReader()
@@ -162,7 +162,7 @@ func TestWebSocketWriteNoProgressDeadline(t *testing.T) {
 				got <- total
 				return
 			}
-			time.Sleep(5 * time.Millisecond)
+			time.Sleep(10 * time.Millisecond)
 		}
 	}()
 	o := NewOutbox(32 << 20)
@@ -171,7 +171,8 @@ func TestWebSocketWriteNoProgressDeadline(t *testing.T) {
 	}
 	o.Close()
 	start := time.Now()
-	if err := o.Run(c, 300*time.Millisecond); err != nil {
+	// 16 MiB at 64 KiB per 10 ms takes well over the 1 s timeout.
+	if err := o.Run(c, time.Second); err != nil {
 		t.Fatalf("steady WebSocket reader cut after %s: %v", time.Since(start), err)
 	}
 	if n := <-got; n != size+4 {

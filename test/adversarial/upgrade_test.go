@@ -184,3 +184,23 @@ func TestAdminSlowlorisAndHeaderLimit(t *testing.T) {
 		t.Fatalf("answer %q", truncate(got))
 	}
 }
+
+// A connection admitted at accept is not admitted again when the upgrade
+// handler runs: with a per-IP limit of 1, one client still upgrades, and
+// its slot is given back once, when the session ends.
+func TestUpgradeAdmittedOnce(t *testing.T) {
+	e := start(t, func(c *config.Config) { c.Limits.MaxConnectionsPerIP = 1 })
+	for _, kind := range []transport.Kind{transport.KindWebSocket, transport.KindWSS} {
+		for i := range 3 {
+			ws, _, err := e.wsDial(t, kind, "127.0.0.2", nil)
+			if err != nil {
+				t.Fatalf("%s upgrade %d with a per-IP limit of 1: %v", kind, i, err)
+			}
+			ws.Close()
+			testutil.WaitFor(t, "slot given back", func() bool { return e.srv.OpenConnections() == 0 })
+		}
+	}
+	if n := e.rejected(session.RejectPerIP); n != 0 {
+		t.Fatalf("%d per-IP rejections", n)
+	}
+}
