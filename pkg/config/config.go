@@ -124,7 +124,12 @@ type WebSocketListener struct {
 	// Path is the HTTP path of the upgrade endpoint ("/ws").
 	Path string `json:"path,omitempty"`
 	// AllowedOrigins lists the Origin header values accepted; empty allows any.
+	// Scheme and host are compared without regard to case.
 	AllowedOrigins []string `json:"allowedOrigins,omitempty"`
+	// AllowMissingOrigin accepts an upgrade request without an Origin header
+	// even when AllowedOrigins is set (default true: native game clients send
+	// none; browsers always do).
+	AllowMissingOrigin bool `json:"allowMissingOrigin"`
 }
 
 // TLS names certificate files. They are watched: a renewed certificate is
@@ -201,8 +206,17 @@ type Limits struct {
 	TLSHandshakeTimeout Duration `json:"tlsHandshakeTimeout"`
 	// MaxPendingOutboundBytes closes a session whose unsent bytes exceed it.
 	MaxPendingOutboundBytes int `json:"maxPendingOutboundBytes"`
-	// WriteTimeout closes a session whose socket write does not finish in time.
+	// WriteTimeout closes a session whose socket write makes no progress for
+	// this long.
 	WriteTimeout Duration `json:"writeTimeout"`
+	// MaxHeaderBytes bounds the HTTP request head (request line and headers)
+	// of a WebSocket upgrade (default 16 KiB); past it the request gets 431.
+	MaxHeaderBytes int `json:"maxHeaderBytes"`
+	// InboundBudgetBytes bounds, across the whole process, the bytes held by
+	// read buffers above their idle size, that is by partly received frames
+	// (default 256 MiB; 0 disables). A read that would pass it closes its
+	// connection (InboundBudgetExceeded).
+	InboundBudgetBytes int64 `json:"inboundBudgetBytes"`
 }
 
 // RateLimit is a token bucket per session.
@@ -246,6 +260,18 @@ const (
 	DefaultAdminPort  = 9090
 )
 
+// Default sizes of the embedded configuration.
+const (
+	// DefaultMaxPendingOutboundBytes is the default bound of a session's
+	// unsent bytes: two maximum-size replies back to back fit.
+	DefaultMaxPendingOutboundBytes = 5 << 20
+	// DefaultMaxHeaderBytes is the default bound of an upgrade request's head.
+	DefaultMaxHeaderBytes = 16 << 10
+	// DefaultInboundBudgetBytes is the default process-wide bound of bytes
+	// held by partly received frames.
+	DefaultInboundBudgetBytes = 256 << 20
+)
+
 // Default returns the embedded defaults: loopback listeners (TCP 7777,
 // WebSocket 7778 on /ws), admin on 9090, echo app, open auth, and the limits
 // of protocol.md section 6.
@@ -254,9 +280,9 @@ func Default() Config {
 		BindAddress: "127.0.0.1",
 		Transports: Transports{
 			TCP:           Listener{Enabled: true, Port: DefaultTCPPort},
-			WebSocket:     WebSocketListener{Listener: Listener{Enabled: true, Port: DefaultWSPort}, Path: "/ws"},
+			WebSocket:     WebSocketListener{Listener: Listener{Enabled: true, Port: DefaultWSPort}, Path: "/ws", AllowMissingOrigin: true},
 			TLSTCP:        Listener{Port: DefaultTLSTCPPort},
-			WSS:           WebSocketListener{Listener: Listener{Port: DefaultWSSPort}, Path: "/ws"},
+			WSS:           WebSocketListener{Listener: Listener{Port: DefaultWSSPort}, Path: "/ws", AllowMissingOrigin: true},
 			TLS:           TLS{ReloadInterval: D(10 * time.Second)},
 			ProxyProtocol: ProxyProtocol{HeaderTimeout: D(5 * time.Second)},
 		},
@@ -277,8 +303,10 @@ func Default() Config {
 			AuthTimeout:             D(10 * time.Second),
 			MaxAuthAttempts:         5,
 			TLSHandshakeTimeout:     D(5 * time.Second),
-			MaxPendingOutboundBytes: 1 << 20,
+			MaxPendingOutboundBytes: DefaultMaxPendingOutboundBytes,
 			WriteTimeout:            D(5 * time.Second),
+			MaxHeaderBytes:          DefaultMaxHeaderBytes,
+			InboundBudgetBytes:      DefaultInboundBudgetBytes,
 		},
 		Auth:         Auth{Mode: AuthModeOpen, ReconnectTokenLifetime: D(5 * time.Minute)},
 		DrainTimeout: D(30 * time.Second),
@@ -409,6 +437,17 @@ func (c Config) Validate() error {
 		if v < 1 {
 			bad(field, "must be at least 1, got %d", v)
 		}
+	}
+	if l.MaxPacketSize > 0 && l.MaxPendingOutboundBytes >= 1 && l.MaxPendingOutboundBytes < l.MaxPacketSize+4 {
+		bad("limits.maxPendingOutboundBytes", "must be at least limits.maxPacketSize + 4 (%d), so a maximum-size reply fits; got %d", l.MaxPacketSize+4, l.MaxPendingOutboundBytes)
+	}
+	if l.MaxHeaderBytes < 1<<10 || l.MaxHeaderBytes > 1<<20 {
+		bad("limits.maxHeaderBytes", "must be 1024..1048576, got %d", l.MaxHeaderBytes)
+	}
+	if l.InboundBudgetBytes < 0 {
+		bad("limits.inboundBudgetBytes", "must not be negative (0 disables the budget), got %d", l.InboundBudgetBytes)
+	} else if l.InboundBudgetBytes > 0 && l.InboundBudgetBytes < int64(l.MaxPacketSize) {
+		bad("limits.inboundBudgetBytes", "must be 0 (no budget) or at least limits.maxPacketSize (%d), got %d", l.MaxPacketSize, l.InboundBudgetBytes)
 	}
 	for i, s := range l.PerIPExempt {
 		if _, err := netip.ParsePrefix(s); err != nil {

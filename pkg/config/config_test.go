@@ -77,12 +77,35 @@ func TestParseErrors(t *testing.T) {
 		{"transports: {proxyProtocol: {headerTimeout: -1s}}", "transports.proxyProtocol.headerTimeout: must be positive"},
 		{"transports: {proxyProtocol: {enabled: true}}", "transports.proxyProtocol.trustedCIDRs: at least one CIDR"},
 		{"auth: {mode: token}", "auth.signingKeyFile: is required in token mode"},
+		{"limits: {maxPendingOutboundBytes: 1048576}", "limits.maxPendingOutboundBytes: must be at least limits.maxPacketSize + 4 (2097156)"},
+		{"limits: {maxPacketSize: 65536, maxPendingOutboundBytes: 65539}", "limits.maxPendingOutboundBytes: must be at least limits.maxPacketSize + 4 (65540)"},
+		{"limits: {maxHeaderBytes: 100}", "limits.maxHeaderBytes: must be 1024..1048576"},
+		{"limits: {inboundBudgetBytes: -1}", "limits.inboundBudgetBytes: must not be negative"},
+		{"limits: {inboundBudgetBytes: 1000}", "limits.inboundBudgetBytes: must be 0 (no budget) or at least limits.maxPacketSize"},
 	}
 	for _, tc := range cases {
 		_, err := Parse([]byte(tc.yaml))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Parse(%q) error = %v, want it to contain %q", tc.yaml, err, tc.want)
 		}
+	}
+}
+
+// The edge limits have their documented defaults and can be set.
+func TestEdgeLimitDefaults(t *testing.T) {
+	d := Default()
+	if d.Limits.MaxPendingOutboundBytes != 5<<20 || d.Limits.MaxHeaderBytes != 16<<10 || d.Limits.InboundBudgetBytes != 256<<20 {
+		t.Fatalf("defaults: %+v", d.Limits)
+	}
+	if !d.Transports.WebSocket.AllowMissingOrigin || !d.Transports.WSS.AllowMissingOrigin {
+		t.Fatal("allowMissingOrigin is not on by default")
+	}
+	c, err := Parse([]byte("limits: {maxPacketSize: 65536, maxPendingOutboundBytes: 65540, maxHeaderBytes: 8192, inboundBudgetBytes: 0}\ntransports: {websocket: {allowMissingOrigin: false}}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Limits.MaxPendingOutboundBytes != 65540 || c.Limits.MaxHeaderBytes != 8192 || c.Limits.InboundBudgetBytes != 0 || c.Transports.WebSocket.AllowMissingOrigin || !c.Transports.WSS.AllowMissingOrigin {
+		t.Fatalf("parsed: %+v %+v", c.Limits, c.Transports.WebSocket)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/playhouse-k8s/playhouse/pkg/protocol"
 	"github.com/playhouse-k8s/playhouse/pkg/session"
 	"github.com/playhouse-k8s/playhouse/pkg/transport"
 )
@@ -65,6 +66,35 @@ func New() *Metrics {
 // (zero when there is none). Either func may be nil.
 func (m *Metrics) Attach(mgr *session.Manager, draining func() bool, certExpiry func() time.Time) {
 	m.collector.src.Store(&source{mgr: mgr, draining: draining, certExpiry: certExpiry})
+}
+
+// AttachBudget exports the process-wide inbound budget: the bytes held by
+// partly received frames (playhouse_inbound_partial_bytes) and the budget's
+// size (playhouse_inbound_budget_bytes, 0 when unlimited). Call it once.
+func (m *Metrics) AttachBudget(b *protocol.Budget) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: Namespace,
+			Name:      "inbound_partial_bytes",
+			Help:      "Bytes held by read buffers above their idle size (partly received frames), across every connection.",
+		}, func() float64 { return float64(b.Used()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: Namespace,
+			Name:      "inbound_budget_bytes",
+			Help:      "Size of the inbound budget (limits.inboundBudgetBytes); 0 when unlimited.",
+		}, func() float64 { return float64(b.Max()) }),
+	)
+}
+
+// AttachOpenConnections exports fn as playhouse_connections_open: client
+// connections accepted and not yet closed, whether sessions or still in
+// their PROXY-header, TLS or upgrade phase. Call it once.
+func (m *Metrics) AttachOpenConnections(fn func() int64) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: Namespace,
+		Name:      "connections_open",
+		Help:      "Client connections accepted and not yet closed (sessions and connections still in their PROXY, TLS or upgrade phase); each holds an admission slot.",
+	}, func() float64 { return float64(fn()) }))
 }
 
 // Registry returns the registry holding every metric.

@@ -38,12 +38,15 @@ const initialReadBuffer = 4 << 10
 //
 // A FrameReader is not safe for concurrent use.
 type FrameReader struct {
-	r     io.Reader
-	max   int
-	buf   []byte
-	start int // first unconsumed byte
-	end   int // end of valid data
-	err   error
+	r      io.Reader
+	max    int
+	buf    []byte
+	start  int // first unconsumed byte
+	end    int // end of valid data
+	err    error
+	budget *Budget
+	held   atomic.Int64 // bytes taken from budget: len(buf) above initialReadBuffer
+	closed atomic.Bool  // Release was called
 }
 
 // NewFrameReader returns a reader of frames whose bodies are at most maxPacketSize bytes.
@@ -69,6 +72,7 @@ func (fr *FrameReader) Next() ([]byte, error) {
 		// The last frame was large: give the memory back before waiting.
 		fr.buf = make([]byte, initialReadBuffer)
 		fr.start, fr.end = 0, 0
+		fr.budget.Release(int(fr.held.Swap(0)))
 	}
 	if err := fr.fill(LengthSize); err != nil {
 		return nil, fr.fail(err, fr.end > fr.start)
@@ -88,6 +92,25 @@ func (fr *FrameReader) Next() ([]byte, error) {
 	}
 	return body, nil
 }
+
+// SetBudget makes the reader take the bytes of its buffer above the idle
+// size (4 KiB) from b before growing it, and give them back when the buffer
+// shrinks after a large frame or on Release. Call it before the first Next.
+// A frame that would pass the budget fails Next with an error wrapping
+// ErrBudgetExceeded. A nil b is unlimited.
+func (fr *FrameReader) SetBudget(b *Budget) { fr.budget = b }
+
+// Release gives the budget back and drops the buffer's reference to the
+// budget. It is safe to call from another goroutine than Next's (for example
+// when the connection is closed); later calls of Next take from the budget
+// no more.
+func (fr *FrameReader) Release() {
+	fr.closed.Store(true)
+	fr.budget.Release(int(fr.held.Swap(0)))
+}
+
+// Held reports the bytes the reader has taken from its budget.
+func (fr *FrameReader) Held() int { return int(fr.held.Load()) }
 
 // SetMaxPacketSize changes the largest frame body accepted by later calls to
 // Next (values <= 0 mean DefaultMaxPacketSize).
@@ -126,7 +149,11 @@ func (fr *FrameReader) fill(need int) error {
 	empty := 0
 	for fr.end-fr.start < need {
 		if fr.end == len(fr.buf) {
-			nb := make([]byte, min(need, 2*len(fr.buf)))
+			size := min(need, 2*len(fr.buf))
+			if err := fr.take(size - len(fr.buf)); err != nil {
+				return err
+			}
+			nb := make([]byte, size)
 			copy(nb, fr.buf[:fr.end])
 			fr.buf = nb
 		}
@@ -146,6 +173,21 @@ func (fr *FrameReader) fill(need int) error {
 			continue
 		}
 		empty = 0
+	}
+	return nil
+}
+
+// take charges n more buffer bytes to the budget.
+func (fr *FrameReader) take(n int) error {
+	if fr.budget == nil {
+		return nil
+	}
+	if !fr.budget.Acquire(n) {
+		return fmt.Errorf("%w: %d more bytes for a partial frame (%d of %d in use)", ErrBudgetExceeded, n, fr.budget.Used(), fr.budget.Max())
+	}
+	fr.held.Add(int64(n))
+	if fr.closed.Load() {
+		fr.budget.Release(int(fr.held.Swap(0)))
 	}
 	return nil
 }

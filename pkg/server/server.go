@@ -24,6 +24,7 @@ import (
 	"github.com/playhouse-k8s/playhouse/pkg/apps/relay"
 	"github.com/playhouse-k8s/playhouse/pkg/config"
 	"github.com/playhouse-k8s/playhouse/pkg/metrics"
+	"github.com/playhouse-k8s/playhouse/pkg/protocol"
 	"github.com/playhouse-k8s/playhouse/pkg/session"
 	"github.com/playhouse-k8s/playhouse/pkg/transport"
 )
@@ -44,8 +45,13 @@ type Server struct {
 	adminLn     net.Listener
 	tlsConfig   *tls.Config
 	httpServers []*http.Server
+	queues      []*connQueue
 	cancel      context.CancelFunc
-	serving     sync.WaitGroup
+	serving     sync.WaitGroup // accept loops and upgrade servers
+	conns       sync.WaitGroup // connection goroutines (see acceptLoop, handOff)
+	open        atomic.Int64   // admitted connections of the own listeners not yet closed
+	budget      *protocol.Budget
+	proxy       *transport.ProxyPolicy
 	abortCtx    context.Context    // canceled by Abort
 	abort       context.CancelFunc // cancels abortCtx
 }
@@ -115,16 +121,28 @@ func New(cfg config.Config, handler session.Handler, log *slog.Logger) (*Server,
 	}
 	met := metrics.New()
 	opts.Observer = met
+	budget := protocol.NewBudget(cfg.Limits.InboundBudgetBytes)
+	opts.InboundBudget = budget
 	mgr, err := session.NewManager(opts)
 	if err != nil {
 		return nil, err
 	}
+	if eff := mgr.Options(); eff.MaxPendingOutboundBytes < eff.MaxPacketSize+protocol.LengthSize {
+		return nil, fmt.Errorf("limits.maxPendingOutboundBytes (%d) must be at least limits.maxPacketSize + 4 (%d): a maximum-size reply would never fit", eff.MaxPendingOutboundBytes, eff.MaxPacketSize+protocol.LengthSize)
+	}
+	s := &Server{cfg: cfg, log: log, mgr: mgr, metrics: met, listeners: make(map[transport.Kind]net.Listener), budget: budget}
+	if pp := cfg.Transports.ProxyProtocol; pp.Enabled {
+		if s.proxy, err = transport.NewProxyPolicy(pp.TrustedCIDRs, pp.HeaderTimeout.Duration); err != nil {
+			return nil, err
+		}
+	}
 	if h, ok := handler.(ManagerSetter); ok {
 		h.SetManager(mgr)
 	}
-	s := &Server{cfg: cfg, log: log, mgr: mgr, metrics: met, listeners: make(map[transport.Kind]net.Listener)}
 	s.abortCtx, s.abort = context.WithCancel(context.Background())
 	met.Attach(mgr, mgr.Draining, s.certExpiry)
+	met.AttachBudget(budget)
+	met.AttachOpenConnections(s.OpenConnections)
 	return s, nil
 }
 
@@ -138,6 +156,16 @@ func (s *Server) certExpiry() time.Time {
 	}
 	return time.Time{}
 }
+
+// InboundBudget returns the process-wide budget of bytes held by partly
+// received frames (limits.inboundBudgetBytes).
+func (s *Server) InboundBudget() *protocol.Budget { return s.budget }
+
+// OpenConnections reports the client connections accepted on the server's
+// own listeners and not yet closed: sessions, and connections still in their
+// PROXY-header, TLS-handshake or HTTP-upgrade phase. Each holds an admission
+// slot.
+func (s *Server) OpenConnections() int64 { return s.open.Load() }
 
 // Manager returns the session manager.
 func (s *Server) Manager() *session.Manager { return s.mgr }
@@ -183,22 +211,24 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		return err
 	}
 	for kind, ln := range s.listeners {
+		next := s.serveStreamConn(kind)
 		switch kind {
-		case transport.KindWebSocket:
-			if err := s.serveWebSocket(ctx, kind, ln, t.WebSocket); err != nil {
+		case transport.KindWebSocket, transport.KindWSS:
+			l := t.WebSocket
+			if kind == transport.KindWSS {
+				l = t.WSS
+			}
+			q, err := s.serveWebSocket(ctx, kind, ln.Addr(), l)
+			if err != nil {
 				return err
 			}
-		case transport.KindWSS:
-			if err := s.serveWebSocket(ctx, kind, tls.NewListener(ln, s.tlsConfig), t.WSS); err != nil {
-				return err
-			}
-		default:
-			s.serving.Add(1)
-			go func() {
-				defer s.serving.Done()
-				s.serveStream(ctx, kind, ln)
-			}()
+			next = s.handOff(q)
 		}
+		s.serving.Add(1)
+		go func() {
+			defer s.serving.Done()
+			s.acceptLoop(ctx, kind, ln, next)
+		}()
 	}
 	s.ready.Store(true)
 	return nil
@@ -209,11 +239,6 @@ func (s *Server) listen(kind transport.Kind, addr string) error {
 	if err != nil {
 		return fmt.Errorf("listen %s on %s: %w", kind, addr, err)
 	}
-	if pp := s.cfg.Transports.ProxyProtocol; pp.Enabled {
-		if ln, err = transport.ProxyListener(ln, pp.TrustedCIDRs, pp.HeaderTimeout.Duration); err != nil {
-			return fmt.Errorf("listen %s: %w", kind, err)
-		}
-	}
 	s.mu.Lock()
 	s.listeners[kind] = ln
 	s.mu.Unlock()
@@ -221,61 +246,42 @@ func (s *Server) listen(kind transport.Kind, addr string) error {
 	return nil
 }
 
-// serveStream runs the accept loop of a byte-stream listener (TCP or TLS-TCP).
-func (s *Server) serveStream(ctx context.Context, kind transport.Kind, ln net.Listener) {
-	maxPacket := s.mgr.Options().MaxPacketSize
-	err := transport.Serve(ctx, ln, transport.AcceptOptions{Logger: s.log}, func(c net.Conn) {
-		if err := transport.ReadProxyHeader(c); err != nil {
-			s.mgr.CountReject(session.RejectProxyProtocol)
-			s.log.Info("connection refused", "transport", string(kind), "err", err)
-			c.Close()
-			return
-		}
-		adm, err := s.mgr.Admit(c.RemoteAddr())
-		if err != nil {
-			s.log.Debug("connection refused", "transport", string(kind), "err", err)
-			c.Close()
-			return
-		}
-		if kind == transport.KindTLSTCP {
-			tc := tls.Server(c, s.tlsConfig)
-			hctx, cancel := context.WithTimeout(ctx, s.cfg.Limits.TLSHandshakeTimeout.Duration)
-			err := tc.HandshakeContext(hctx)
-			cancel()
-			if err != nil {
-				reason := session.TLSHandshakeFailed
-				if errors.Is(err, context.DeadlineExceeded) {
-					reason = session.TLSHandshakeTimeout
-				}
-				s.mgr.CountReject(session.RejectTLS)
-				s.log.Info("tls handshake failed", "remote", c.RemoteAddr().String(), "reason", reason.String(), "err", err)
-				c.Close()
-				adm.Release()
-				return
-			}
-			c = tc
-		}
-		s.mgr.Serve(transport.NewStreamConn(c, kind, maxPacket), adm)
-	})
-	if err != nil {
-		s.log.Error("accept loop stopped", "transport", string(kind), "err", err)
-	}
-}
-
 // WebSocketHandler returns an http.Handler serving the protocol over
 // WebSocket into this server's sessions, for mounting on your own mux.
+// Connections reaching it through your own http.Server are admitted in
+// ServeHTTP (it cannot see them accepted); the server's own WebSocket
+// listeners admit at accept time and are not admitted twice. The handler
+// allows requests without an Origin header as the kind's listener config
+// says (allowMissingOrigin).
 func (s *Server) WebSocketHandler(kind transport.Kind, allowedOrigins []string) (http.Handler, error) {
+	l := s.cfg.Transports.WebSocket
+	if kind == transport.KindWSS {
+		l = s.cfg.Transports.WSS
+	}
 	return transport.NewWebSocketHandler(transport.WebSocketOptions{
-		Kind:             kind,
-		MaxPacketSize:    s.mgr.Options().MaxPacketSize,
-		AllowedOrigins:   allowedOrigins,
-		HandshakeTimeout: s.cfg.Limits.TLSHandshakeTimeout.Duration,
+		Kind:                kind,
+		MaxPacketSize:       s.mgr.Options().MaxPacketSize,
+		AllowedOrigins:      allowedOrigins,
+		RefuseMissingOrigin: !l.AllowMissingOrigin,
+		HandshakeTimeout:    s.cfg.Limits.TLSHandshakeTimeout.Duration,
+		Budget:              s.budget,
 		Accept: func(r *http.Request) (func(transport.Conn), func(), error) {
+			if ec := edgeFrom(r.Context()); ec != nil {
+				// Admitted at accept; its Close gives the slot back and
+				// counts a failed upgrade.
+				return func(c transport.Conn) {
+					ec.served.Store(true)
+					s.mgr.Serve(c, ec.adm)
+				}, func() {}, nil
+			}
 			adm, err := s.mgr.Admit(remoteAddr(r))
 			if err != nil {
 				return nil, nil, err
 			}
-			return func(c transport.Conn) { s.mgr.Serve(c, adm) }, adm.Release, nil
+			return func(c transport.Conn) { s.mgr.Serve(c, adm) }, func() {
+				s.mgr.CountReject(session.RejectUpgrade)
+				adm.Release()
+			}, nil
 		},
 	})
 }
@@ -288,29 +294,30 @@ func remoteAddr(r *http.Request) net.Addr {
 	return &net.TCPAddr{}
 }
 
-func (s *Server) serveWebSocket(ctx context.Context, kind transport.Kind, ln net.Listener, l config.WebSocketListener) error {
+// serveWebSocket starts the upgrade server of a WebSocket listener and
+// returns the queue the accept loop feeds it through.
+func (s *Server) serveWebSocket(ctx context.Context, kind transport.Kind, addr net.Addr, l config.WebSocketListener) (*connQueue, error) {
 	h, err := s.WebSocketHandler(kind, l.AllowedOrigins)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	mux := http.NewServeMux()
 	mux.Handle(l.Path, h)
-	srv := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: s.cfg.Limits.TLSHandshakeTimeout.Duration,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-	}
+	srv := s.upgradeServer(mux)
+	srv.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)
+	q := newConnQueue(addr)
 	s.mu.Lock()
 	s.httpServers = append(s.httpServers, srv)
+	s.queues = append(s.queues, q)
 	s.mu.Unlock()
 	s.serving.Add(1)
 	go func() {
 		defer s.serving.Done()
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && ctx.Err() == nil {
+		if err := srv.Serve(q); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) && ctx.Err() == nil {
 			s.log.Error("websocket server stopped", "transport", string(kind), "err", err)
 		}
 	}()
-	return nil
+	return q, nil
 }
 
 // Addr returns the bound address of a transport's listener, or nil.
@@ -338,6 +345,9 @@ func (s *Server) closeListeners() {
 	defer s.mu.Unlock()
 	for _, ln := range s.listeners {
 		ln.Close()
+	}
+	for _, q := range s.queues {
+		q.Close()
 	}
 	for _, srv := range s.httpServers {
 		// Upgraded connections are hijacked: Close stops only the listener and
@@ -383,7 +393,16 @@ func (s *Server) startAdmin() error {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(st)
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	l := s.cfg.Limits
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: l.TLSHandshakeTimeout.Duration,
+		ReadTimeout:       l.TLSHandshakeTimeout.Duration,
+		WriteTimeout:      l.TLSHandshakeTimeout.Duration + l.WriteTimeout.Duration,
+		IdleTimeout:       adminIdleTimeout,
+		MaxHeaderBytes:    l.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
 	s.mu.Lock()
 	s.admin, s.adminLn = srv, ln
 	s.mu.Unlock()
@@ -420,6 +439,15 @@ func (s *Server) watchCertificate(ctx context.Context, c config.TLS) error {
 	return nil
 }
 
+// adminIdleTimeout closes idle keep-alive connections to the admin endpoint
+// (scrapers reconnect at will).
+const adminIdleTimeout = 30 * time.Second
+
+// connWait bounds the wait for connection goroutines after every session
+// has ended (they end right after their session; only a handler that never
+// returns holds one longer, and that is not waited for).
+const connWait = 5 * time.Second
+
 // stopAccepting turns /readyz to 503, makes the manager refuse new
 // connections and closes every listener (sessions stay open).
 func (s *Server) stopAccepting() {
@@ -455,6 +483,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if err != nil {
 		s.mgr.AbortAll(session.ServerShutdown)
 	}
+	wctx, cancel := context.WithTimeout(ctx, connWait)
+	if werr := s.waitConns(wctx); werr != nil && err == nil {
+		err = werr
+	}
+	cancel()
 	s.stopAdmin()
 	if err != nil {
 		return fmt.Errorf("shutdown: %w", err)
@@ -476,6 +509,11 @@ func (s *Server) Drain(ctx context.Context) error {
 	defer stop()
 	s.stopAccepting()
 	err := s.mgr.Drain(ctx, s.cfg.DrainTimeout.Duration)
+	wctx, wcancel := context.WithTimeout(context.Background(), connWait)
+	if werr := s.waitConns(wctx); werr != nil {
+		s.log.Warn("connections still running after the drain", "err", werr)
+	}
+	wcancel()
 	s.stopAdmin()
 	if err != nil {
 		s.log.Warn("drain ended early", "err", err)

@@ -54,6 +54,11 @@ type Options struct {
 	// WriteTimeout bounds one socket write (default 5s).
 	WriteTimeout time.Duration
 
+	// InboundBudget, when set, is the process-wide budget of bytes held by
+	// partly received frames; the server creates it and hands the same one
+	// to its transports.
+	InboundBudget *protocol.Budget
+
 	// Observer, when set, receives per-packet measurements (metrics histograms).
 	Observer Observer
 

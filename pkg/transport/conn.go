@@ -43,7 +43,12 @@ type Conn interface {
 	WriteFrames(b []byte) error
 	// SetReadDeadline bounds the next ReadFrame.
 	SetReadDeadline(t time.Time) error
-	// SetWriteDeadline bounds the next WriteFrames.
+	// SetWriteDeadline bounds the progress of the next WriteFrames: it fails
+	// (with an error wrapping os.ErrDeadlineExceeded) when the peer accepts
+	// no byte until t. Writes go out in chunks of at most 64 KiB, and each
+	// chunk that makes progress moves the deadline on by the same span
+	// (t - now at the call), so a large write to a peer reading at a normal
+	// pace is never cut.
 	SetWriteDeadline(t time.Time) error
 	// CloseWrite starts a lingering close after the last write: it tells the
 	// peer that nothing more will be sent (TCP FIN, TLS close_notify then FIN,
@@ -71,23 +76,49 @@ type Conn interface {
 // streamConn frames a byte stream (TCP or TLS over TCP).
 type streamConn struct {
 	net.Conn
+	w    progressWriter
 	fr   *protocol.FrameReader
 	kind Kind
+}
+
+// StreamOptions tune a stream connection.
+type StreamOptions struct {
+	// MaxPacketSize bounds a frame body (default protocol.DefaultMaxPacketSize).
+	MaxPacketSize int
+	// Budget, when set, is charged with the read buffer's bytes above its
+	// idle size (partly received frames); a read that would pass it fails
+	// with an error wrapping protocol.ErrBudgetExceeded.
+	Budget *protocol.Budget
 }
 
 // NewStreamConn frames a byte-stream connection: frames are read with a
 // protocol.FrameReader bounded by maxPacketSize and written as they are.
 func NewStreamConn(c net.Conn, kind Kind, maxPacketSize int) Conn {
-	return &streamConn{Conn: c, fr: protocol.NewFrameReader(c, maxPacketSize), kind: kind}
+	return NewStreamConnWith(c, kind, StreamOptions{MaxPacketSize: maxPacketSize})
+}
+
+// NewStreamConnWith is NewStreamConn with options.
+func NewStreamConnWith(c net.Conn, kind Kind, opts StreamOptions) Conn {
+	fr := protocol.NewFrameReader(c, opts.MaxPacketSize)
+	fr.SetBudget(opts.Budget)
+	return &streamConn{Conn: c, w: progressWriter{c: c}, fr: fr, kind: kind}
 }
 
 func (c *streamConn) ReadFrame() ([]byte, error) { return c.fr.Next() }
 
 func (c *streamConn) WriteFrames(b []byte) error {
-	if _, err := c.Conn.Write(b); err != nil {
+	if _, err := c.w.Write(b); err != nil {
 		return fmt.Errorf("write %d bytes: %w", len(b), err)
 	}
 	return nil
+}
+
+func (c *streamConn) SetWriteDeadline(t time.Time) error { return c.w.SetWriteDeadline(t) }
+
+// Close closes the connection and gives back the read buffer's budget.
+func (c *streamConn) Close() error {
+	c.fr.Release()
+	return c.Conn.Close()
 }
 
 func (c *streamConn) Kind() Kind { return c.kind }

@@ -1,4 +1,7 @@
-// Package transport turns sockets into framed connections: the TCP accept loop,
-// the stream framer, and the bounded outbound queue whose writer coalesces
-// everything queued into one write. It knows nothing of sessions.
+// Package transport turns sockets into framed connections: the TCP accept
+// loop (with an admission gate and connection tracking), PROXY protocol
+// header reading, the stream and WebSocket framers (charging partly received
+// frames to a process-wide protocol.Budget), and the bounded outbound queue
+// whose writer writes in pieces under a no-progress deadline. It knows
+// nothing of sessions.
 package transport

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -22,6 +23,16 @@ type AcceptOptions struct {
 	Logger *slog.Logger
 	// OnAcceptError is called for every temporary accept error (for metrics).
 	OnAcceptError func(error)
+	// Gate, when set, is called in the accept loop itself for every accepted
+	// connection, in accept order, before the connection's goroutine starts
+	// (for admission at accept time). It returns the connection handed to
+	// handle (c or a wrapper); false drops the connection, and Gate must
+	// then have closed it.
+	Gate func(c net.Conn) (net.Conn, bool)
+	// Conns, when set, counts the connection goroutines: Serve adds one
+	// before starting each and it is done when handle returns, so a caller
+	// can wait for every connection after Serve has returned.
+	Conns *sync.WaitGroup
 }
 
 // Serve accepts connections from ln and calls handle for each in its own
@@ -79,6 +90,20 @@ func Serve(ctx context.Context, ln net.Listener, opts AcceptOptions, handle func
 			if opts.KeepAlive > 0 {
 				_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: opts.KeepAlive, Interval: opts.KeepAlive, Count: 3})
 			}
+		}
+		if opts.Gate != nil {
+			var ok bool
+			if c, ok = opts.Gate(c); !ok {
+				continue
+			}
+		}
+		if opts.Conns != nil {
+			opts.Conns.Add(1)
+			go func() {
+				defer opts.Conns.Done()
+				handle(c)
+			}()
+			continue
 		}
 		go handle(c)
 	}

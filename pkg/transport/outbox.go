@@ -1,11 +1,14 @@
 package transport
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"sync"
 	"time"
+
+	"github.com/playhouse-k8s/playhouse/pkg/protocol"
 )
 
 // Outbox errors.
@@ -23,12 +26,16 @@ const keepSpare = 64 << 10
 
 // Outbox is a bounded per-connection send queue. Producers append encoded
 // frames without blocking on the socket; one writer goroutine (Run) takes
-// everything queued and writes it in a single call. It never grows past the
-// limit: a producer that would push pending bytes over it gets ErrSlowConsumer.
+// everything queued and writes it in pieces of whole frames (about 64 KiB, or
+// one larger frame). Pending bytes are every byte not yet written: the queue
+// plus what is left of the batch being written. They never pass the limit: a
+// producer that would push them over it gets ErrSlowConsumer.
 type Outbox struct {
 	mu       sync.Mutex
 	buf      []byte // queued frames not yet taken by the writer
 	frames   int    // number of frames in buf
+	inflight int    // bytes of the batch being written, not yet written
+	spare    []byte // the writer's empty buffer, swapped with buf
 	max      int
 	closing  bool // flush what is queued, then stop
 	aborted  bool // stop now, drop what is queued
@@ -41,8 +48,9 @@ type Outbox struct {
 // successful write with the frames and bytes it carried.
 func (o *Outbox) SetOnWrite(fn func(frames, bytes int)) { o.onWrite = fn }
 
-// NewOutbox returns an outbox that holds at most maxPending queued bytes
-// (one frame larger than that is still accepted into an empty queue).
+// NewOutbox returns an outbox that holds at most maxPending unwritten bytes
+// (one frame larger than that is still accepted when nothing is pending;
+// servers refuse a limit below MaxPacketSize+4, so this never matters there).
 func NewOutbox(maxPending int) *Outbox {
 	return &Outbox{max: maxPending, wake: make(chan struct{}, 1), finished: make(chan struct{})}
 }
@@ -64,10 +72,10 @@ func (o *Outbox) Append(encode func(dst []byte) ([]byte, error)) error {
 		o.mu.Unlock()
 		return err
 	}
-	if before > 0 && len(buf) > o.max {
+	if pending := len(buf) + o.inflight; pending > o.max && before+o.inflight > 0 {
 		o.buf = buf[:before]
 		o.mu.Unlock()
-		return fmt.Errorf("%w: %d bytes pending, limit %d", ErrSlowConsumer, len(buf), o.max)
+		return fmt.Errorf("%w: %d bytes pending, limit %d", ErrSlowConsumer, pending, o.max)
 	}
 	o.buf = buf
 	o.frames++
@@ -79,11 +87,20 @@ func (o *Outbox) Append(encode func(dst []byte) ([]byte, error)) error {
 	return nil
 }
 
-// Pending reports the bytes queued and not yet taken by the writer.
+// Pending reports the bytes not yet written: queued, and left of the batch
+// being written.
 func (o *Outbox) Pending() int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return len(o.buf)
+	return len(o.buf) + o.inflight
+}
+
+// Retained reports the capacity of the buffers the outbox keeps between
+// writes (for memory checks: it returns to at most 2 x 64 KiB after a burst).
+func (o *Outbox) Retained() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return cap(o.buf) + cap(o.spare)
 }
 
 // Close stops accepting frames; the writer flushes what is queued, then Run
@@ -115,12 +132,18 @@ func (o *Outbox) Abort() {
 // Done is closed when Run has returned.
 func (o *Outbox) Done() <-chan struct{} { return o.finished }
 
-// Run is the writer loop: it writes every batch to c with the given write
-// timeout until Close (after flushing) or Abort. A missed deadline returns an
-// error wrapping ErrSlowConsumer; other write errors are returned wrapped.
+// Run is the writer loop: it writes every batch to c until Close (after
+// flushing) or Abort. Each piece of a batch gets the write timeout as a
+// no-progress deadline (see Conn.SetWriteDeadline): a piece during which the
+// peer accepts nothing for writeTimeout returns an error wrapping
+// ErrSlowConsumer; other write errors are returned wrapped.
 func (o *Outbox) Run(c Conn, writeTimeout time.Duration) error {
 	defer close(o.finished)
-	var spare []byte
+	defer func() {
+		o.mu.Lock()
+		o.inflight = 0
+		o.mu.Unlock()
+	}()
 	for {
 		<-o.wake
 		for {
@@ -129,35 +152,82 @@ func (o *Outbox) Run(c Conn, writeTimeout time.Duration) error {
 				o.mu.Unlock()
 				return nil
 			}
-			batch, frames := o.buf, o.frames
-			o.buf, o.frames = spare, 0
+			batch := o.buf
+			o.buf, o.frames, o.spare = o.spare, 0, nil
+			o.inflight = len(batch)
 			closing := o.closing
 			o.mu.Unlock()
 			if len(batch) == 0 {
-				spare = batch
+				o.keep(batch)
 				if closing {
 					return nil
 				}
 				break
 			}
-			if writeTimeout > 0 {
-				if err := c.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
-					return fmt.Errorf("set write deadline: %w", err)
-				}
-			}
-			if err := c.WriteFrames(batch); err != nil {
-				if errors.Is(err, os.ErrDeadlineExceeded) {
-					return fmt.Errorf("%w: write of %d bytes missed its %s deadline", ErrSlowConsumer, len(batch), writeTimeout)
-				}
+			if err := o.write(c, batch, writeTimeout); err != nil {
 				return err
 			}
-			if o.onWrite != nil {
-				o.onWrite(frames, len(batch))
-			}
-			if cap(batch) > keepSpare {
-				batch = nil
-			}
-			spare = batch[:0]
+			o.keep(batch)
 		}
 	}
+}
+
+// keep stores an emptied batch as the next spare buffer unless it is larger
+// than keepSpare, so a burst does not pin memory.
+func (o *Outbox) keep(batch []byte) {
+	if cap(batch) > keepSpare {
+		batch = nil
+	}
+	o.mu.Lock()
+	o.spare = batch[:0]
+	o.inflight = 0
+	o.mu.Unlock()
+}
+
+// write writes batch in pieces of whole frames of about writeChunk bytes
+// (one larger frame is a piece on its own), lowering inflight after each.
+func (o *Outbox) write(c Conn, batch []byte, writeTimeout time.Duration) error {
+	for len(batch) > 0 {
+		n, frames := piece(batch)
+		if writeTimeout > 0 {
+			if err := c.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
+				return fmt.Errorf("set write deadline: %w", err)
+			}
+		}
+		if err := c.WriteFrames(batch[:n]); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return fmt.Errorf("%w: no progress writing for %s (%d bytes pending)", ErrSlowConsumer, writeTimeout, o.Pending())
+			}
+			return err
+		}
+		batch = batch[n:]
+		o.mu.Lock()
+		o.inflight = len(batch)
+		o.mu.Unlock()
+		if o.onWrite != nil {
+			o.onWrite(frames, n)
+		}
+	}
+	return nil
+}
+
+// piece returns the length of the first piece of b: whole frames up to
+// writeChunk bytes, or the first frame when it alone is larger; and the
+// number of frames in it. b holds whole frames (written by Append).
+func piece(b []byte) (n, frames int) {
+	for n < len(b) {
+		if len(b)-n < protocol.LengthSize {
+			return len(b), frames + 1 // not a whole frame: let the writer report it
+		}
+		size := protocol.LengthSize + int(binary.LittleEndian.Uint32(b[n:]))
+		if size > len(b)-n {
+			size = len(b) - n
+		}
+		if frames > 0 && n+size > writeChunk {
+			return n, frames
+		}
+		n += size
+		frames++
+	}
+	return n, frames
 }

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -8,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -30,14 +33,24 @@ type WebSocketOptions struct {
 	// MaxPacketSize bounds a frame body; a message may be at most
 	// MaxPacketSize+4 bytes.
 	MaxPacketSize int
-	// AllowedOrigins lists accepted Origin header values; empty accepts any
-	// (native game clients send none).
+	// AllowedOrigins lists accepted Origin header values; empty accepts any.
+	// Scheme and host are compared without regard to case.
 	AllowedOrigins []string
+	// RefuseMissingOrigin refuses a request without an Origin header when
+	// AllowedOrigins is set. By default such a request is accepted: native
+	// game clients send no Origin, browsers always do.
+	RefuseMissingOrigin bool
+	// Budget, when set, is charged with each connection's message buffer
+	// above its idle size (4 KiB) while a message is received and handled;
+	// a message that would pass it fails the read with an error wrapping
+	// protocol.ErrBudgetExceeded.
+	Budget *protocol.Budget
 	// HandshakeTimeout bounds the HTTP upgrade (default 5s).
 	HandshakeTimeout time.Duration
 	// Accept is called before the upgrade. It returns serve, which runs the
 	// connection to its end, and release, called instead of serve when the
-	// upgrade fails. An error refuses the request with 503.
+	// upgrade fails (a bad request or a refused Origin). An error refuses the
+	// request with 503.
 	Accept func(r *http.Request) (serve func(Conn), release func(), err error)
 }
 
@@ -77,8 +90,32 @@ func (h *WebSocketHandler) checkOrigin(r *http.Request) bool {
 	if len(h.opts.AllowedOrigins) == 0 {
 		return true
 	}
-	return slices.Contains(h.opts.AllowedOrigins, r.Header.Get("Origin"))
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return !h.opts.RefuseMissingOrigin
+	}
+	// An origin is scheme://host[:port]: ASCII, and case-insensitive in
+	// scheme and host (RFC 6454); the port is digits.
+	return slices.ContainsFunc(h.opts.AllowedOrigins, func(o string) bool {
+		return strings.EqualFold(strings.TrimSuffix(o, "/"), strings.TrimSuffix(origin, "/"))
+	})
 }
+
+// hijackWriter hands the WebSocket library a connection whose writes renew
+// their deadline while they make progress (see progressWriter).
+type hijackWriter struct {
+	http.ResponseWriter
+}
+
+func (w hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	return newProgressConn(c), brw, nil
+}
+
+func (w hijackWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // ServeHTTP upgrades the request and serves the connection until it ends.
 func (h *WebSocketHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -87,25 +124,33 @@ func (h *WebSocketHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}
-	ws, err := h.upgrader.Upgrade(w, r, nil)
+	ws, err := h.upgrader.Upgrade(hijackWriter{w}, r, nil)
 	if err != nil {
 		// The upgrader has already answered with an HTTP error.
 		release()
 		return
 	}
 	ws.SetReadLimit(int64(h.opts.MaxPacketSize) + protocol.LengthSize)
-	serve(&wsConn{ws: ws, kind: h.opts.Kind, max: h.opts.MaxPacketSize})
+	serve(&wsConn{ws: ws, kind: h.opts.Kind, max: h.opts.MaxPacketSize, budget: h.opts.Budget})
 }
 
 // wsConn frames a WebSocket: each inbound binary message holds one or more
 // whole frames; each outbound frame is one binary message.
 type wsConn struct {
-	ws   *websocket.Conn
-	kind Kind
-	max  int
-	msg  []byte // rest of the current inbound message
-	buf  []byte // reusable message buffer
+	ws     *websocket.Conn
+	kind   Kind
+	max    int
+	msg    []byte // rest of the current inbound message
+	buf    []byte // message buffer, reused while at most wsIdleBuffer
+	budget *protocol.Budget
+	held   atomic.Int64 // bytes taken from budget: cap(buf) above wsIdleBuffer
+	closed atomic.Bool
+	span   atomic.Int64 // no-progress write span, a time.Duration (see SetWriteDeadline)
 }
+
+// wsIdleBuffer is the message buffer a connection keeps between messages;
+// a larger one is charged to the budget and dropped once consumed.
+const wsIdleBuffer = 4 << 10
 
 func (c *wsConn) ReadFrame() ([]byte, error) {
 	if len(c.msg) == 0 {
@@ -136,13 +181,20 @@ func (c *wsConn) readMessage() error {
 	if typ != websocket.BinaryMessage {
 		return c.violation(closeUnsupported, fmt.Errorf("%w: text message", ErrProtocol))
 	}
-	if c.buf == nil || cap(c.buf) > keepSpare {
-		c.buf = make([]byte, 0, 4<<10)
+	if c.buf == nil || cap(c.buf) > wsIdleBuffer {
+		c.buf = make([]byte, 0, wsIdleBuffer)
+		c.budget.Release(int(c.held.Swap(0)))
 	}
 	buf := c.buf[:0]
 	for {
 		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
+			nb := make([]byte, len(buf), 2*cap(buf))
+			if err := c.take(cap(nb) - cap(buf)); err != nil {
+				return err
+			}
+			copy(nb, buf)
+			buf = nb
+			c.buf = nb
 		}
 		n, err := r.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
@@ -169,6 +221,21 @@ func (c *wsConn) readMessage() error {
 	return nil
 }
 
+// take charges n more buffer bytes to the budget.
+func (c *wsConn) take(n int) error {
+	if c.budget == nil {
+		return nil
+	}
+	if !c.budget.Acquire(n) {
+		return fmt.Errorf("%w: %d more bytes for a partial message (%d of %d in use)", protocol.ErrBudgetExceeded, n, c.budget.Used(), c.budget.Max())
+	}
+	c.held.Add(int64(n))
+	if c.closed.Load() {
+		c.budget.Release(int(c.held.Swap(0)))
+	}
+	return nil
+}
+
 // violation sends a close frame with code and returns err.
 func (c *wsConn) violation(code int, err error) error {
 	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, truncate(err.Error(), 120)), time.Now().Add(closeControlWait))
@@ -184,7 +251,15 @@ func truncate(s string, n int) string {
 
 func (c *wsConn) WriteFrames(b []byte) error {
 	// The official connectors expect one frame per message, prefix included.
+	first := true
 	for len(b) > 0 {
+		if span := time.Duration(c.span.Load()); !first && span > 0 {
+			// The last message made progress: renew the no-progress deadline.
+			if err := c.ws.SetWriteDeadline(time.Now().Add(span)); err != nil {
+				return fmt.Errorf("set write deadline: %w", err)
+			}
+		}
+		first = false
 		if len(b) < protocol.LengthSize {
 			return fmt.Errorf("write: %w: %d trailing bytes", protocol.ErrMalformedFrame, len(b))
 		}
@@ -232,8 +307,21 @@ func (c *wsConn) SetControlHook(fn func(size int) error) {
 	c.ws.SetPongHandler(func(data string) error { return fn(len(data)) })
 }
 
-func (c *wsConn) SetReadDeadline(t time.Time) error  { return c.ws.SetReadDeadline(t) }
-func (c *wsConn) SetWriteDeadline(t time.Time) error { return c.ws.SetWriteDeadline(t) }
-func (c *wsConn) Close() error                       { return c.ws.Close() }
-func (c *wsConn) RemoteAddr() net.Addr               { return c.ws.RemoteAddr() }
-func (c *wsConn) Kind() Kind                         { return c.kind }
+func (c *wsConn) SetReadDeadline(t time.Time) error { return c.ws.SetReadDeadline(t) }
+
+// SetWriteDeadline sets the no-progress span of the next WriteFrames (see
+// Conn): each message written renews it.
+func (c *wsConn) SetWriteDeadline(t time.Time) error {
+	c.span.Store(int64(spanUntil(t)))
+	return c.ws.SetWriteDeadline(t)
+}
+
+// Close closes the connection and gives back the buffer's budget.
+func (c *wsConn) Close() error {
+	c.closed.Store(true)
+	c.budget.Release(int(c.held.Swap(0)))
+	return c.ws.Close()
+}
+
+func (c *wsConn) RemoteAddr() net.Addr { return c.ws.RemoteAddr() }
+func (c *wsConn) Kind() Kind           { return c.kind }
