@@ -382,6 +382,7 @@ type CompressionSpec struct {
 
 // LimitsSpec holds the session limits and timeouts. Every field is optional;
 // an unset or zero field keeps the server's built-in default.
+// +kubebuilder:validation:XValidation:rule=`(has(self.maxPendingOutboundBytes) && self.maxPendingOutboundBytes > 0 ? self.maxPendingOutboundBytes : 5242880) >= (has(self.maxPacketSize) && self.maxPacketSize > 0 ? self.maxPacketSize : 2097152) + 4`,message="maxPendingOutboundBytes must be at least maxPacketSize + 4 (defaults: 5 MiB and 2 MiB), so two maximum-size replies can be queued"
 type LimitsSpec struct {
 	// MaxPacketSize is the largest frame body accepted, in bytes (default 2 MiB).
 	// +optional
@@ -442,8 +443,8 @@ type LimitsSpec struct {
 	// +kubebuilder:validation:XValidation:rule=`self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) > duration('0s')`,message="must be a positive duration such as 30s or 1m30s"
 	TLSHandshakeTimeout *metav1.Duration `json:"tlsHandshakeTimeout,omitempty"`
 
-	// MaxPendingOutboundBytes closes a session whose unsent bytes exceed it
-	// (default 1 MiB).
+	// MaxPendingOutboundBytes closes a session whose unsent bytes (queued and
+	// being written) exceed it (default 5 MiB; at least maxPacketSize + 4).
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	MaxPendingOutboundBytes int32 `json:"maxPendingOutboundBytes,omitempty"`

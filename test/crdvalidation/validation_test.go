@@ -157,6 +157,16 @@ func TestInvalidObjectsAreRefused(t *testing.T) {
 			want: []string{`spec.transports.proxyProtocol: Invalid value: trustedCIDRs must list at least one CIDR when the PROXY protocol is enabled`},
 		},
 		{
+			name: "pending outbound bytes below the default packet size",
+			spec: "limits: {maxPendingOutboundBytes: 1048576}",
+			want: []string{`spec.limits: Invalid value: maxPendingOutboundBytes must be at least maxPacketSize + 4 (defaults: 5 MiB and 2 MiB), so two maximum-size replies can be queued`},
+		},
+		{
+			name: "packet size whose frame does not fit the default pending bound",
+			spec: "limits: {maxPacketSize: 6291456}",
+			want: []string{`spec.limits: Invalid value: maxPendingOutboundBytes must be at least maxPacketSize + 4`},
+		},
+		{
 			name: "disruption budget with both bounds",
 			spec: "disruptionBudget: {enabled: true, minAvailable: 1, maxUnavailable: 1}",
 			want: []string{`spec.disruptionBudget: Invalid value: set at most one of minAvailable and maxUnavailable`},
@@ -349,6 +359,8 @@ func TestValidObjectsAreAccepted(t *testing.T) {
 		{name: "drain timeout of exactly 1h", spec: "drainTimeout: 1h"},
 		{name: "IPv6 CIDRs", spec: "limits: {perIPExempt: ['::1/128', 'fd00::/8']}"},
 		{name: "ClusterIP service", spec: "service: {type: ClusterIP}"},
+		{name: "pending outbound bytes exactly one maximum frame", spec: "limits: {maxPacketSize: 1048576, maxPendingOutboundBytes: 1048580}"},
+		{name: "larger packets with a larger pending bound", spec: "limits: {maxPacketSize: 8388608, maxPendingOutboundBytes: 16777216}"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
