@@ -7,6 +7,11 @@
 // flight on one connection; replies are matched by MsgSeq in any order.
 // Server-initiated packets (MsgSeq 0, other than heartbeat replies) arrive on
 // Pushes.
+//
+// By default a Client follows a server's drain: on @Drain@ it reconnects
+// after the notice's retryAfterMs, authenticates with the reconnect token,
+// and carries its requests over so that each still gets exactly one answer;
+// the application sees an EventResumed on Events (see Options.DisableResume).
 package client
 
 import (
