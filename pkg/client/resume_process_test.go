@@ -68,6 +68,7 @@ func buildServerBinary(t *testing.T) string {
 type serverProcess struct {
 	cmd    *exec.Cmd
 	tcp    string // client TCP address
+	ws     string // client WebSocket address (path /ws)
 	admin  string // admin HTTP address
 	exited chan struct{}
 	err    error // exit status, once exited is closed
@@ -99,7 +100,7 @@ func startServerProcess(t *testing.T, name, yaml string) *serverProcess {
 	t.Helper()
 	bin := buildServerBinary(t)
 	cfg := filepath.Join(t.TempDir(), name+".yaml")
-	full := "transports:\n  tcp: {enabled: true, port: 0}\n  websocket: {enabled: false}\nadmin: {port: 0}\nlog: {format: json, level: info}\n" + yaml
+	full := "transports:\n  tcp: {enabled: true, port: 0}\n  websocket: {enabled: true, port: 0}\nadmin: {port: 0}\nlog: {format: json, level: info}\n" + yaml
 	if err := os.WriteFile(cfg, []byte(full), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -112,11 +113,11 @@ func startServerProcess(t *testing.T, name, yaml string) *serverProcess {
 		t.Fatal(err)
 	}
 	p := &serverProcess{cmd: cmd, exited: make(chan struct{}), logs: &lockedBuffer{}}
-	addrs := make(chan [2]string, 1)
+	addrs := make(chan [3]string, 1)
 	go func() {
 		lines := bufio.NewScanner(stderr)
 		lines.Buffer(make([]byte, 64<<10), 1<<20)
-		var tcp string
+		var tcp, ws string
 		sent := false
 		for lines.Scan() {
 			_, _ = p.logs.Write(append(lines.Bytes(), '\n'))
@@ -131,8 +132,10 @@ func startServerProcess(t *testing.T, name, yaml string) *serverProcess {
 			switch {
 			case rec.Msg == "listening" && rec.Transport == "tcp":
 				tcp = rec.Addr
+			case rec.Msg == "listening" && rec.Transport == "ws":
+				ws = rec.Addr
 			case rec.Msg == "admin listening":
-				addrs <- [2]string{tcp, rec.Addr}
+				addrs <- [3]string{tcp, ws, rec.Addr}
 				sent = true
 			}
 		}
@@ -149,14 +152,14 @@ func startServerProcess(t *testing.T, name, yaml string) *serverProcess {
 	})
 	select {
 	case a := <-addrs:
-		p.tcp, p.admin = a[0], a[1]
+		p.tcp, p.ws, p.admin = a[0], a[1], a[2]
 	case <-p.exited:
 		t.Fatalf("%s exited at start: %v\n%s", name, p.err, p.logs.String())
 	case <-time.After(30 * time.Second):
 		t.Fatalf("%s did not log its addresses:\n%s", name, p.logs.String())
 	}
-	if p.tcp == "" {
-		t.Fatalf("%s: no TCP address in its log", name)
+	if p.tcp == "" || p.ws == "" {
+		t.Fatalf("%s: no TCP or WebSocket address in its log", name)
 	}
 	return p
 }
@@ -355,74 +358,7 @@ func TestResumeAcrossServerProcesses(t *testing.T) {
 		t.Fatalf("%d sessions reached the first server, want %d", n, sessions)
 	}
 
-	// Each session runs a loop of requests, one always in flight, until it
-	// has resumed and then had afterResume more requests answered (or the
-	// bounded count runs out).
-	const (
-		afterResume = 5
-		maxRequests = 20000
-	)
-	type result struct {
-		sent, answered int
-		resumed        Event
-		err            error
-	}
-	results := make([]result, sessions)
-	var warm atomic.Int64 // sessions with at least 3 answered requests
-	var loops sync.WaitGroup
-	for i, c := range clients {
-		loops.Go(func() {
-			res := &results[i]
-			sinceResume := -1
-			for res.sent < maxRequests && sinceResume < afterResume {
-				select {
-				case ev := <-c.Events():
-					if ev.Kind != EventResumed {
-						res.err = fmt.Errorf("event %v", ev)
-						return
-					}
-					res.resumed = ev
-					sinceResume = 0
-				default:
-				}
-				payload := fmt.Sprintf("%d:%d", i, res.sent)
-				res.sent++
-				r, err := c.Request(ctx, "EchoRequest", stage(i), []byte(payload))
-				if err != nil {
-					res.err = fmt.Errorf("request %d: %w", res.sent, err)
-					return
-				}
-				if r.ErrorCode != protocol.Success || string(r.Payload) != payload || r.MsgID != "EchoReply" {
-					res.err = fmt.Errorf("request %q answered %s %v %q", payload, r.MsgID, r.ErrorCode, r.Payload)
-					return
-				}
-				res.answered++
-				if res.answered == 3 {
-					warm.Add(1)
-				}
-				if sinceResume >= 0 {
-					sinceResume++
-				}
-			}
-		})
-	}
-	eventually(t, 30*time.Second, "every session to have requests answered", func() bool { return warm.Load() == sessions })
-	if err := first.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	loops.Wait()
-
-	for i, res := range results {
-		if res.err != nil {
-			t.Fatalf("session %d: %v (client error: %v)", i, res.err, clients[i].Err())
-		}
-		if res.resumed.Kind != EventResumed {
-			t.Fatalf("session %d: no Resumed event after %d requests", i, res.sent)
-		}
-		if res.answered != res.sent {
-			t.Fatalf("session %d: %d requests sent, %d answered", i, res.sent, res.answered)
-		}
-	}
+	drainUnderLoad(t, ctx, first, clients, stage)
 	var resent uint64
 	for i, c := range clients {
 		if d := c.DiscardedReplies(); d != 0 {
@@ -491,5 +427,164 @@ func TestResumeAcrossServerProcesses(t *testing.T) {
 			t.Fatalf("session %d: a kick is not a drain, yet the client tried to resume: %v", i, clients[i].Err())
 		}
 		late.Close()
+	}
+}
+
+// drainUnderLoad runs, on every client, a loop of requests (one always in
+// flight) until it has resumed and had a few more requests answered (or a
+// bounded count runs out); once every session has requests answered it
+// sends SIGTERM to first. It checks that every request got exactly one
+// answer, its own, and that every session resumed.
+func drainUnderLoad(t *testing.T, ctx context.Context, first *serverProcess, clients []*Client, stage func(int) int64) {
+	t.Helper()
+	const (
+		afterResume = 5
+		maxRequests = 20000
+	)
+	type result struct {
+		sent, answered int
+		resumed        Event
+		err            error
+	}
+	results := make([]result, len(clients))
+	var warm atomic.Int64 // sessions with at least 3 answered requests
+	var loops sync.WaitGroup
+	for i, c := range clients {
+		loops.Go(func() {
+			res := &results[i]
+			sinceResume := -1
+			for res.sent < maxRequests && sinceResume < afterResume {
+				select {
+				case ev := <-c.Events():
+					if ev.Kind != EventResumed {
+						res.err = fmt.Errorf("event %v", ev)
+						return
+					}
+					res.resumed = ev
+					sinceResume = 0
+				default:
+				}
+				payload := fmt.Sprintf("%d:%d", i, res.sent)
+				res.sent++
+				r, err := c.Request(ctx, "EchoRequest", stage(i), []byte(payload))
+				if err != nil {
+					res.err = fmt.Errorf("request %d: %w", res.sent, err)
+					return
+				}
+				if r.ErrorCode != protocol.Success || string(r.Payload) != payload || r.MsgID != "EchoReply" {
+					res.err = fmt.Errorf("request %q answered %s %v %q", payload, r.MsgID, r.ErrorCode, r.Payload)
+					return
+				}
+				res.answered++
+				if res.answered == 3 {
+					warm.Add(1)
+				}
+				if sinceResume >= 0 {
+					sinceResume++
+				}
+			}
+		})
+	}
+	eventually(t, 30*time.Second, "every session to have requests answered", func() bool { return warm.Load() == int64(len(clients)) })
+	if err := first.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	loops.Wait()
+	for i, res := range results {
+		if res.err != nil {
+			t.Fatalf("session %d: %v (client error: %v)", i, res.err, clients[i].Err())
+		}
+		if res.resumed.Kind != EventResumed {
+			t.Fatalf("session %d: no Resumed event after %d requests", i, res.sent)
+		}
+		if res.answered != res.sent {
+			t.Fatalf("session %d: %d requests sent, %d answered", i, res.sent, res.answered)
+		}
+	}
+}
+
+// TestResumeOverWebSocketProcesses: the same over WebSocket (the forwarder
+// carries the upgrade): the client redials the URL and resumes.
+func TestResumeOverWebSocketProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the server binary")
+	}
+	keyFile := writeKey(t, "resume-test-signing-key-websocket")
+	first := startServerProcess(t, "first", resumeServerConfig(keyFile))
+	second := startServerProcess(t, "second", resumeServerConfig(keyFile))
+	fwd := newForwarder(t, first.ws, second.ws)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
+	defer cancel()
+
+	const sessions = 20
+	clients := make([]*Client, sessions)
+	for i := range clients {
+		c, err := DialWebSocket(ctx, "ws://"+fwd.addr()+"/ws", nil, Options{HeartbeatInterval: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		clients[i] = c
+		if _, err := c.Authenticate(ctx, "AuthenticateRequest", []byte(fmt.Sprintf("ws-player-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	drainUnderLoad(t, ctx, first, clients, func(int) int64 { return 0 })
+	for i, c := range clients {
+		if d := c.DiscardedReplies(); d != 0 {
+			t.Errorf("session %d: %d replies for no waiting request", i, d)
+		}
+	}
+	if n, _ := second.status(t); n != sessions {
+		t.Fatalf("second server has %d sessions, want %d", n, sessions)
+	}
+}
+
+// TestResumeRefusedByServerProcess: the second server holds another signing
+// key, so it refuses the reconnect tokens (ErrorCode 5). Each client stops at
+// the first refusal with a clear error, as an event and as Err.
+func TestResumeRefusedByServerProcess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the server binary")
+	}
+	first := startServerProcess(t, "first", resumeServerConfig(writeKey(t, "resume-test-signing-key-number-one")))
+	second := startServerProcess(t, "second", resumeServerConfig(writeKey(t, "resume-test-signing-key-number-two")))
+	fwd := newForwarder(t, first.tcp, second.tcp)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
+	defer cancel()
+
+	const sessions = 5
+	clients := make([]*Client, sessions)
+	for i := range clients {
+		c, err := Dial(ctx, fwd.addr(), Options{HeartbeatInterval: -1, ResumeBackoff: time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		clients[i] = c
+		if _, err := c.Authenticate(ctx, "AuthenticateRequest", []byte(fmt.Sprintf("player-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := first.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range clients {
+		var ev Event
+		select {
+		case ev = <-c.Events():
+		case <-ctx.Done():
+			t.Fatalf("session %d: no event", i)
+		}
+		if ev.Kind != EventResumeFailed || ev.Attempts != 1 {
+			t.Fatalf("session %d: event %v", i, ev)
+		}
+		requireErrorIs(t, ev.Err, ErrResumeFailed)
+		requireErrorIs(t, ev.Err, &ErrorCodeError{Code: protocol.AuthenticationFailed})
+		<-c.Done()
+		requireErrorIs(t, c.Err(), ErrResumeFailed)
+	}
+	if n := fwd.routed[1].Load(); n != sessions {
+		t.Fatalf("%d connections reached the second server, want %d (one attempt each)", n, sessions)
 	}
 }
