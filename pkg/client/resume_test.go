@@ -200,8 +200,8 @@ func TestResumeResendsUnansweredAndDrainingRequests(t *testing.T) {
 }
 
 // TestResumeAfterRetryDelay: with nothing in flight, the client reconnects
-// after retryAfterMs, and requests made in between wait for the new
-// connection rather than fail.
+// no earlier than retryAfterMs, uses the new connection from then on, and
+// the drained connection closing later does not end the client.
 func TestResumeAfterRetryDelay(t *testing.T) {
 	s := newFakeServer(t) // echo
 	c := dial(t, s, quiet)
@@ -429,4 +429,44 @@ func TestCloseDuringResume(t *testing.T) {
 	}
 	eventually(t, 10*time.Second, "client goroutines to exit after Close", func() bool { return len(clientGoroutines()) == 0 })
 	close(release)
+}
+
+// TestResumeFollowsASecondDrain: the server the client resumed on drains
+// too, even before answering the resume's authentication; the client follows
+// that drain with the newer token.
+func TestResumeFollowsASecondDrain(t *testing.T) {
+	reqs := make(chan connReq, 64)
+	s := newFakeServer(t, scripted(reqs))
+	c := dial(t, s, quiet)
+	first := s.waitConn()
+	if err := first.send(DrainMsgID, 0, 0, 0, drainPayload(t, "token-a", 0)); err != nil {
+		t.Fatal(err)
+	}
+	auth := nextConnReq(t, reqs)
+	if string(auth.req.Payload) != "token-a" {
+		t.Fatalf("first resume: %+v", auth.req)
+	}
+	if err := auth.sc.send(DrainMsgID, 0, 0, 0, drainPayload(t, "token-b", 0)); err != nil {
+		t.Fatal(err)
+	}
+	echo(auth.sc, auth.req)
+	auth2 := nextConnReq(t, reqs)
+	if string(auth2.req.Payload) != "token-b" || auth2.sc == auth.sc {
+		t.Fatalf("second resume: %+v", auth2.req)
+	}
+	echo(auth2.sc, auth2.req)
+	for range 2 {
+		if ev := nextEvent(t, c); ev.Kind != EventResumed {
+			t.Fatalf("event %v", ev)
+		}
+	}
+	res := requestAsync(c, "EchoRequest", "third")
+	r := nextConnReq(t, reqs)
+	if r.sc != auth2.sc {
+		t.Fatal("request not on the latest connection")
+	}
+	echo(r.sc, r.req)
+	if got := waitResult(t, res); got.err != nil || string(got.r.Payload) != "third" {
+		t.Fatalf("%+v %v", got.r, got.err)
+	}
 }
