@@ -136,16 +136,36 @@ func TestResumeResendsUnansweredAndDrainingRequests(t *testing.T) {
 	if auth.sc != second || auth.req.MsgID != DefaultAuthenticateMsgID || string(auth.req.Payload) != "token-1" || auth.req.StageID != 0 {
 		t.Fatalf("resume authentication: %+v", auth.req)
 	}
+	// A request made while the client is between connections waits for the
+	// new one.
+	waiting := requestAsync(c, "EchoRequest", "waiting")
+	eventually(t, 10*time.Second, "the request to wait for the new connection", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.parked) == 2 // it and the one answered ServerDraining
+	})
 	echo(second, auth.req)
 	if ev := nextEvent(t, c); ev.Kind != EventResumed || ev.Attempts != 1 || ev.Err != nil {
 		t.Fatalf("event %v", ev)
 	}
-	// The request answered ServerDraining is sent again, same MsgSeq.
-	again := nextConnReq(t, reqs)
-	if again.sc != second || string(again.req.Payload) != "draining" || again.req.MsgSeq != d.MsgSeq {
-		t.Fatalf("resent %+v, want %+v on the new connection", again.req, d)
+	// Both are sent on the new connection; the one answered ServerDraining
+	// keeps its MsgSeq.
+	for range 2 {
+		again := nextConnReq(t, reqs)
+		if again.sc != second {
+			t.Fatalf("%+v not on the new connection", again.req)
+		}
+		switch string(again.req.Payload) {
+		case "draining":
+			if again.req.MsgSeq != d.MsgSeq {
+				t.Fatalf("resent with MsgSeq %d, want %d", again.req.MsgSeq, d.MsgSeq)
+			}
+		case "waiting":
+		default:
+			t.Fatalf("unexpected %+v", again.req)
+		}
+		echo(second, again.req)
 	}
-	echo(second, again.req)
 	// A new request goes to the new connection.
 	fresh := requestAsync(c, "EchoRequest", "fresh")
 	r := nextConnReq(t, reqs)
@@ -164,7 +184,7 @@ func TestResumeResendsUnansweredAndDrainingRequests(t *testing.T) {
 	}
 	echo(second, r.req)
 
-	for name, ch := range map[string]chan reqResult{"answered": answered, "draining": draining, "unanswered": unanswered, "fresh": fresh} {
+	for name, ch := range map[string]chan reqResult{"answered": answered, "draining": draining, "unanswered": unanswered, "waiting": waiting, "fresh": fresh} {
 		res := waitResult(t, ch)
 		if res.err != nil || res.r.ErrorCode != 0 || string(res.r.Payload) != name {
 			t.Fatalf("%s: %+v %v", name, res.r, res.err)
