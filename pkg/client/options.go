@@ -55,7 +55,9 @@ type Options struct {
 	// HeartbeatMsgID is the heartbeat message name. Default "@Heart@Beat@".
 	HeartbeatMsgID string
 	// RequestTimeout bounds Request, Authenticate and Heartbeat when their
-	// context has no deadline. Default 30s; a negative value means no bound.
+	// context has no deadline, Send while it waits for a resumed connection,
+	// and each resume attempt (dial and authentication; 30s when this is
+	// off). Default 30s; a negative value means no bound.
 	RequestTimeout time.Duration
 	// PushBuffer is the capacity of the Pushes channel (default 256). When it
 	// is full the oldest push is dropped and counted (DroppedPushes); the

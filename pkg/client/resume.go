@@ -76,6 +76,9 @@ func (e Event) String() string {
 // after the client ends.
 func (c *Client) Events() <-chan Event { return c.events }
 
+// DroppedEvents reports how many events were dropped because Events was full.
+func (c *Client) DroppedEvents() uint64 { return c.droppedEvents.Load() }
+
 // emit delivers ev on Events, dropping the oldest event when full.
 func (c *Client) emit(ev Event) {
 	for {
