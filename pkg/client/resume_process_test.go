@@ -402,7 +402,7 @@ func TestResumeAcrossServerProcesses(t *testing.T) {
 
 	// Account: a new session authenticating as player-i supersedes the
 	// resumed one, which the second server therefore holds for player-i.
-	for i := 0; i < sessions; i += 17 {
+	for i := range sessions {
 		late, err := Dial(ctx, second.tcp, Options{HeartbeatInterval: -1, DisableResume: true})
 		if err != nil {
 			t.Fatal(err)
