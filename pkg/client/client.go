@@ -7,9 +7,15 @@
 // flight on one connection; replies are matched by MsgSeq in any order.
 // Server-initiated packets (MsgSeq 0, other than heartbeat replies) arrive on
 // Pushes.
+//
+// By default a Client follows a server's drain: on @Drain@ it reconnects
+// after the notice's retryAfterMs, authenticates with the reconnect token,
+// and carries its requests over so that each still gets exactly one answer;
+// the application sees an EventResumed on Events (see Options.DisableResume).
 package client
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -58,39 +64,72 @@ func (r *Response) Err() error {
 	return &ErrorCodeError{MsgID: r.MsgID, Code: r.ErrorCode}
 }
 
-// Client is a connection to a PlayHouse server. Create one with Dial or New.
+// Client is a connection to a PlayHouse server. Create one with Dial,
+// DialWebSocket or New. Unless Options.DisableResume is set, a Client
+// outlives the server's drain: it follows the @Drain@ notice onto a new
+// connection (see Options.DisableResume and Events), so "the connection" below
+// means the client's current one.
 type Client struct {
-	conn      io.ReadWriteCloser
-	opts      Options
-	deadliner interface{ SetWriteDeadline(time.Time) error }
+	opts Options
 
-	// wmu serializes frame writes and guards wbuf and comp.
-	wmu  sync.Mutex
-	wbuf []byte
-	comp protocol.Compressor
-
-	// mu guards the fields below.
+	// mu guards the fields below and the fields of every link marked as such.
 	mu       sync.Mutex
-	err      error // why the connection ended; nil while open
-	pending  map[uint16]chan *Response
+	err      error              // why the client ended; nil while it runs
+	active   *link              // where new packets go; nil while a resume is between connections
+	last     *link              // the latest active link (for the addresses)
+	links    map[*link]struct{} // links not yet ended
+	linkUp   chan struct{}      // closed (and replaced) when active is set, or when the client ends
+	pending  map[uint16]*call   // requests awaiting their answer, by MsgSeq
+	parked   []*call            // requests waiting for a connection to be sent (again) on
 	lastSeq  uint16
-	seqSpace int              // highest MsgSeq used (maxSeq; tests shrink it)
-	hbQueue  []chan *Response // heartbeats sent and not yet echoed, in send order; nil = automatic
+	seqSpace int  // highest MsgSeq used (maxSeq; tests shrink it)
+	resuming bool // a resume goroutine is running
 
-	done      chan struct{}
-	pushes    chan *Response
-	dropped   atomic.Uint64
-	discarded atomic.Uint64 // replies for no waiting request (late or unknown)
+	ctx      context.Context // canceled when the client ends; bounds resume dials
+	cancel   context.CancelFunc
+	done     chan struct{}
+	finished chan struct{} // closed once every goroutine has exited
+	pushes   chan *Response
+	events   chan Event
 
-	closeOnce sync.Once
-	closeErr  error
-	wg        sync.WaitGroup
-	intern    map[string]string // reader goroutine only
+	dropped       atomic.Uint64
+	discarded     atomic.Uint64 // replies for no waiting request (late or unknown)
+	resent        atomic.Uint64
+	droppedEvents atomic.Uint64
+
+	wg sync.WaitGroup // readers, heartbeat loop, resume goroutine
 }
+
+// call is one Request waiting for its answer.
+type call struct {
+	msgID   string
+	stageID int64
+	payload []byte
+	owned   bool // payload is the client's copy
+	seq     uint16
+	ch      chan answer // buffered: receives the one answer
+	on      *link       // link last written to; nil while parked (guarded by Client.mu)
+	sends   int         // times written (guarded by Client.mu)
+	pinned  bool        // belongs to its link (a resume's authentication): never resent
+}
+
+// answer is what a call ends with.
+type answer struct {
+	r   *Response
+	err error
+}
+
+// errLinkGone means the link ended before the packet could be written.
+var errLinkGone = errors.New("connection ended")
+
+// errReleased means the call was abandoned (its context ended) before it was written.
+var errReleased = errors.New("request abandoned")
 
 // Dial connects to addr over TCP, or TLS when opts.TLSConfig is set, and
 // returns a running Client. ctx bounds connecting (and the TLS handshake)
 // only; when it has no deadline, Options.RequestTimeout (default 30s) does.
+// Unless opts.Reconnect is set, a resume after a drain dials addr again with
+// the same options.
 func Dial(ctx context.Context, addr string, opts Options) (*Client, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		if t := opts.withDefaults().RequestTimeout; t > 0 {
@@ -99,6 +138,18 @@ func Dial(ctx context.Context, addr string, opts Options) (*Client, error) {
 			defer cancel()
 		}
 	}
+	conn, err := dialConn(ctx, addr, opts)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Reconnect == nil {
+		o := opts
+		opts.Reconnect = func(ctx context.Context) (io.ReadWriteCloser, error) { return dialConn(ctx, addr, o) }
+	}
+	return New(conn, opts), nil
+}
+
+func dialConn(ctx context.Context, addr string, opts Options) (net.Conn, error) {
 	d := opts.Dialer
 	if d == nil {
 		d = &net.Dialer{}
@@ -116,73 +167,98 @@ func Dial(ctx context.Context, addr string, opts Options) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("playhouse client: dial %s: %w", addr, err)
 	}
-	return New(conn, opts), nil
+	return conn, nil
 }
 
 // New returns a running Client over any byte stream carrying PlayHouse frames
 // (for example a WebSocket adapter). The Client owns conn: Close closes it,
-// and closing it must unblock a pending Read.
+// and closing it must unblock a pending Read. It can follow a drain only when
+// opts.Reconnect is set.
 func New(conn io.ReadWriteCloser, opts Options) *Client {
 	opts = opts.withDefaults()
 	c := &Client{
-		conn:     conn,
 		opts:     opts,
-		pending:  make(map[uint16]chan *Response),
+		links:    make(map[*link]struct{}),
+		linkUp:   make(chan struct{}),
+		pending:  make(map[uint16]*call),
 		seqSpace: maxSeq,
 		done:     make(chan struct{}),
+		finished: make(chan struct{}),
 		pushes:   make(chan *Response, opts.PushBuffer),
-		intern:   make(map[string]string),
-		comp:     protocol.Compressor{Threshold: opts.Compress},
+		events:   make(chan Event, opts.EventBuffer),
 	}
-	if d, ok := conn.(interface{ SetWriteDeadline(time.Time) error }); ok && opts.WriteTimeout > 0 {
-		c.deadliner = d
-	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	l := c.newLink(conn)
+	c.links[l] = struct{}{}
+	c.active, c.last = l, l
 	c.wg.Add(1)
-	go c.readLoop()
+	go c.readLoop(l)
 	if opts.HeartbeatInterval > 0 {
 		c.wg.Add(1)
 		go c.heartbeatLoop(opts.HeartbeatInterval)
 	}
+	go c.finish()
 	return c
+}
+
+// finish closes the channels handed to the application once the client has
+// ended and every goroutine that could send on them has exited.
+func (c *Client) finish() {
+	<-c.done
+	c.wg.Wait()
+	close(c.pushes)
+	close(c.events)
+	close(c.finished)
 }
 
 // Request sends msgID with a fresh MsgSeq to stageID and waits for the reply.
 // It returns the reply whatever its ErrorCode (see Response.Err). When ctx has
 // no deadline, Options.RequestTimeout applies. If ctx ends first the error
 // wraps ctx.Err() and the MsgSeq is freed (a late reply is discarded); if the
-// connection ends first the error wraps its cause (see Err). Sending itself
+// client ends first the error wraps its cause (see Err). Sending itself
 // is bounded by Options.WriteTimeout rather than ctx: a write cannot be
 // abandoned halfway without corrupting the stream.
+//
+// While the client follows a drain (see Options.DisableResume), a request
+// the drained server did not answer, or answered ServerDraining, is sent
+// again (same MsgSeq) on the new connection: the caller sees one answer.
 func (c *Client) Request(ctx context.Context, msgID string, stageID int64, payload []byte) (*Response, error) {
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("playhouse client: request %s: %w", msgID, err)
 	}
-	seq, ch, err := c.allocSeq()
+	cl, err := c.allocCall(msgID, stageID, payload, false)
 	if err != nil {
 		return nil, fmt.Errorf("playhouse client: request %s: %w", msgID, err)
 	}
-	if err := c.write(msgID, seq, stageID, payload, nil); err != nil {
-		c.releaseSeq(seq, ch)
+	if err := c.route(cl); err != nil {
+		c.releaseCall(cl)
 		return nil, fmt.Errorf("playhouse client: request %s: %w", msgID, err)
 	}
 	select {
-	case r := <-ch:
-		return r, nil
+	case a := <-cl.ch:
+		return a.result(msgID, cl.seq)
 	case <-ctx.Done():
-		c.releaseSeq(seq, ch)
-		return nil, fmt.Errorf("playhouse client: request %s (MsgSeq %d): %w", msgID, seq, ctx.Err())
+		c.releaseCall(cl)
+		return nil, fmt.Errorf("playhouse client: request %s (MsgSeq %d): %w", msgID, cl.seq, ctx.Err())
 	case <-c.done:
-		c.releaseSeq(seq, ch)
-		// A reply may have arrived just before the connection ended.
+		c.releaseCall(cl)
+		// A reply may have arrived just before the client ended.
 		select {
-		case r := <-ch:
-			return r, nil
+		case a := <-cl.ch:
+			return a.result(msgID, cl.seq)
 		default:
 		}
-		return nil, fmt.Errorf("playhouse client: request %s (MsgSeq %d): connection ended: %w", msgID, seq, c.Err())
+		return nil, fmt.Errorf("playhouse client: request %s (MsgSeq %d): connection ended: %w", msgID, cl.seq, c.Err())
 	}
+}
+
+func (a answer) result(msgID string, seq uint16) (*Response, error) {
+	if a.err != nil {
+		return nil, fmt.Errorf("playhouse client: request %s (MsgSeq %d): %w", msgID, seq, a.err)
+	}
+	return a.r, nil
 }
 
 // Authenticate sends an authentication request (for example
@@ -197,87 +273,136 @@ func (c *Client) Authenticate(ctx context.Context, msgID string, payload []byte)
 	return r, r.Err()
 }
 
-// Send sends a one-way packet (MsgSeq 0); the server sends no reply.
+// Send sends a one-way packet (MsgSeq 0); the server sends no reply. While a
+// resume is between connections, Send waits for the new one (bounded by
+// Options.RequestTimeout). A one-way packet is never sent twice: one whose
+// write fails is lost, and the error says why.
 func (c *Client) Send(msgID string, stageID int64, payload []byte) error {
-	if err := c.write(msgID, 0, stageID, payload, nil); err != nil {
-		return fmt.Errorf("playhouse client: send %s: %w", msgID, err)
+	ctx, cancel := c.withTimeout(context.Background())
+	defer cancel()
+	for {
+		l, err := c.waitLink(ctx)
+		if err != nil {
+			return fmt.Errorf("playhouse client: send %s: %w", msgID, err)
+		}
+		err = l.write(msgID, 0, stageID, payload, func() error { return c.usableLocked(l) })
+		if errors.Is(err, errLinkGone) && c.Err() == nil {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("playhouse client: send %s: %w", msgID, err)
+		}
+		return nil
 	}
-	return nil
 }
 
 // Heartbeat sends one heartbeat and waits for its echo, which it returns.
 // Heartbeats carry MsgSeq 0, so echoes are matched to heartbeats (automatic
-// ones included) in the order they were sent. When ctx has no deadline,
-// Options.RequestTimeout applies.
+// ones included) in the order they were sent on a connection; one whose
+// connection ends during a resume is sent again on the next. When ctx has no
+// deadline, Options.RequestTimeout applies.
 func (c *Client) Heartbeat(ctx context.Context) (*Response, error) {
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
-	w := make(chan *Response, 1)
-	if err := c.sendHeartbeat(w); err != nil {
-		return nil, fmt.Errorf("playhouse client: heartbeat: %w", err)
-	}
-	select {
-	case r := <-w:
-		return r, nil
-	case <-ctx.Done():
-		return nil, fmt.Errorf("playhouse client: heartbeat: %w", ctx.Err())
-	case <-c.done:
+	for {
+		l, err := c.waitLink(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("playhouse client: heartbeat: %w", err)
+		}
+		w := make(chan *Response, 1)
+		if err := c.sendHeartbeat(l, w); err != nil {
+			if errors.Is(err, errLinkGone) && c.Err() == nil {
+				continue
+			}
+			return nil, fmt.Errorf("playhouse client: heartbeat: %w", err)
+		}
 		select {
 		case r := <-w:
 			return r, nil
-		default:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("playhouse client: heartbeat: %w", ctx.Err())
+		case <-l.done:
+			select {
+			case r := <-w:
+				return r, nil
+			default:
+			}
+			if err := c.Err(); err != nil {
+				return nil, fmt.Errorf("playhouse client: heartbeat: connection ended: %w", err)
+			}
+			// The connection ended during a resume: heartbeat on the next one.
 		}
-		return nil, fmt.Errorf("playhouse client: heartbeat: connection ended: %w", c.Err())
 	}
 }
 
 // Pushes returns the channel of packets with MsgSeq 0 other than heartbeat
-// echoes (pushes and server notices such as @Kick@ and @Drain@). When the
-// buffer is full the oldest push is dropped (see DroppedPushes). The channel
-// is closed after the connection ends and the reader has stopped.
+// echoes (pushes and server notices such as @Kick@, and @Drain@ when the
+// client does not follow it). When the buffer is full the oldest push is
+// dropped (see DroppedPushes). During a resume, pushes from the drained and
+// the new connection may interleave. The channel is closed after the client
+// ends and its readers have stopped.
 func (c *Client) Pushes() <-chan *Response { return c.pushes }
 
 // DroppedPushes reports how many pushes were dropped because Pushes was full.
 func (c *Client) DroppedPushes() uint64 { return c.dropped.Load() }
 
-// Done returns a channel closed when the connection ends, for any reason.
+// DiscardedReplies reports how many replies arrived for no waiting request:
+// late replies to requests whose context had ended, or replies the server
+// should not have sent.
+func (c *Client) DiscardedReplies() uint64 { return c.discarded.Load() }
+
+// ResentRequests reports how many times a request was sent again on a new
+// connection while following a drain.
+func (c *Client) ResentRequests() uint64 { return c.resent.Load() }
+
+// Done returns a channel closed when the client ends, for any reason. A
+// resume that succeeds does not end it.
 func (c *Client) Done() <-chan struct{} { return c.done }
 
-// Err returns why the connection ended: io.EOF when the server closed it
-// cleanly, ErrClosed after Close, or a wrapped read, write or protocol error.
-// It returns nil while the connection is open.
+// Err returns why the client ended: io.EOF when the server closed the
+// connection cleanly (other than to drain it while the client resumes),
+// ErrClosed after Close, an error wrapping ErrResumeFailed when a resume
+// failed, or a wrapped read, write or protocol error. It returns nil while
+// the client runs.
 func (c *Client) Err() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.err
 }
 
-// Close ends the connection, fails every waiting call with an error wrapping
-// ErrClosed, and waits for the client's goroutines to exit. It returns the
-// error from closing the underlying connection, or nil if the connection had
-// already ended. Close is idempotent.
+// Close ends the client and its connections, fails every waiting call with an
+// error wrapping ErrClosed, and waits for the client's goroutines to exit. It
+// returns the error from closing the current connection, or nil if the
+// client had already ended. Close is idempotent.
 func (c *Client) Close() error {
-	var err error
-	if c.end(ErrClosed) {
-		err = c.closeConn()
-	}
-	c.wg.Wait()
+	err := c.end(ErrClosed)
+	<-c.finished
 	return err
 }
 
-// LocalAddr returns the connection's local address, or nil when the
+// LocalAddr returns the current connection's local address, or nil when the
 // underlying stream has none.
 func (c *Client) LocalAddr() net.Addr {
-	if a, ok := c.conn.(interface{ LocalAddr() net.Addr }); ok {
+	c.mu.Lock()
+	l := c.last
+	c.mu.Unlock()
+	if a, ok := l.conn.(interface{ LocalAddr() net.Addr }); ok {
 		return a.LocalAddr()
 	}
 	return nil
 }
 
-// RemoteAddr returns the connection's remote address, or nil when the
-// underlying stream has none.
+// RemoteAddr returns the current connection's remote address, or nil when
+// the underlying stream has none.
 func (c *Client) RemoteAddr() net.Addr {
-	if a, ok := c.conn.(interface{ RemoteAddr() net.Addr }); ok {
+	c.mu.Lock()
+	l := c.last
+	c.mu.Unlock()
+	return remoteAddr(l.conn)
+}
+
+func remoteAddr(conn io.ReadWriteCloser) net.Addr {
+	if a, ok := conn.(interface{ RemoteAddr() net.Addr }); ok {
 		return a.RemoteAddr()
 	}
 	return nil
@@ -290,38 +415,92 @@ func (c *Client) withTimeout(ctx context.Context) (context.Context, context.Canc
 	return context.WithCancel(ctx)
 }
 
-// end records cause as the reason the connection ended, wakes every waiter and
-// closes the connection. Only the first call has any effect; it reports
-// whether this call was it.
-func (c *Client) end(cause error) bool {
+// end records cause as the reason the client ended, wakes every waiter and
+// closes every connection. Only the first call has any effect; it returns the
+// error from closing the current connection.
+func (c *Client) end(cause error) error {
 	c.mu.Lock()
+	ls := c.endLocked(cause)
+	cur := c.last
+	c.mu.Unlock()
+	if ls == nil {
+		return nil
+	}
+	var err error
+	for _, l := range ls {
+		if e := l.closeConn(); l == cur {
+			err = e
+		}
+	}
+	return err
+}
+
+// endLocked ends the client (if it runs) and returns the links to close.
+func (c *Client) endLocked(cause error) []*link {
 	if c.err != nil {
-		c.mu.Unlock()
-		return false
+		return nil
 	}
 	c.err = cause
-	c.hbQueue = nil
 	close(c.done)
-	c.mu.Unlock()
-	c.closeConn()
-	return true
+	close(c.linkUp)
+	c.cancel()
+	ls := make([]*link, 0, len(c.links))
+	for l := range c.links {
+		ls = append(ls, l)
+	}
+	if len(ls) == 0 {
+		ls = append(ls, c.last) // so end reports the current connection's close
+	}
+	return ls
 }
 
-func (c *Client) closeConn() error {
-	c.closeOnce.Do(func() { c.closeErr = c.conn.Close() })
-	return c.closeErr
-}
-
-// allocSeq reserves the next free MsgSeq after the last one handed out,
-// wrapping from seqSpace to 1 and skipping sequences still in flight.
-func (c *Client) allocSeq() (uint16, chan *Response, error) {
+// usableLocked reports (under c.mu, which it takes) whether l may be written to.
+func (c *Client) usableLocked(l *link) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.err != nil {
-		return 0, nil, fmt.Errorf("connection ended: %w", c.err)
+		return fmt.Errorf("connection ended: %w", c.err)
+	}
+	if l.ended {
+		return errLinkGone
+	}
+	return nil
+}
+
+// waitLink returns the link new packets go to, waiting while a resume is
+// between connections.
+func (c *Client) waitLink(ctx context.Context) (*link, error) {
+	for {
+		c.mu.Lock()
+		if c.err != nil {
+			err := c.err
+			c.mu.Unlock()
+			return nil, fmt.Errorf("connection ended: %w", err)
+		}
+		if l := c.active; l != nil {
+			c.mu.Unlock()
+			return l, nil
+		}
+		up := c.linkUp
+		c.mu.Unlock()
+		select {
+		case <-up:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for the connection to resume: %w", ctx.Err())
+		}
+	}
+}
+
+// allocCall reserves the next free MsgSeq after the last one handed out,
+// wrapping from seqSpace to 1 and skipping sequences still in flight.
+func (c *Client) allocCall(msgID string, stageID int64, payload []byte, pinned bool) (*call, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return nil, fmt.Errorf("connection ended: %w", c.err)
 	}
 	if len(c.pending) >= c.seqSpace {
-		return 0, nil, fmt.Errorf("%w (%d requests waiting)", ErrTooManyInFlight, len(c.pending))
+		return nil, fmt.Errorf("%w (%d requests waiting)", ErrTooManyInFlight, len(c.pending))
 	}
 	for {
 		c.lastSeq++
@@ -332,82 +511,138 @@ func (c *Client) allocSeq() (uint16, chan *Response, error) {
 			break
 		}
 	}
-	ch := make(chan *Response, 1)
-	c.pending[c.lastSeq] = ch
-	return c.lastSeq, ch, nil
+	cl := &call{msgID: msgID, stageID: stageID, payload: payload, seq: c.lastSeq, ch: make(chan answer, 1), pinned: pinned}
+	c.pending[cl.seq] = cl
+	return cl, nil
 }
 
-// releaseSeq frees seq if it still belongs to ch.
-func (c *Client) releaseSeq(seq uint16, ch chan *Response) {
+// releaseCall frees cl's MsgSeq if cl still holds it.
+func (c *Client) releaseCall(cl *call) {
 	c.mu.Lock()
-	if c.pending[seq] == ch {
-		delete(c.pending, seq)
+	if c.pending[cl.seq] == cl {
+		delete(c.pending, cl.seq)
 	}
 	c.mu.Unlock()
 }
 
-func (c *Client) sendHeartbeat(w chan *Response) error {
-	return c.write(c.opts.HeartbeatMsgID, 0, 0, nil, func() {
+// failCall ends cl with err if it is still waiting.
+func (c *Client) failCall(cl *call, err error) {
+	c.mu.Lock()
+	ok := c.pending[cl.seq] == cl
+	if ok {
+		delete(c.pending, cl.seq)
+	}
+	c.mu.Unlock()
+	if ok {
+		cl.ch <- answer{err: err}
+	}
+}
+
+// route writes cl to the active link, or parks it while a resume is between
+// connections. A nil error means cl is on its way (or was abandoned); once
+// written, a failure of the connection is handled by linkEnded.
+func (c *Client) route(cl *call) error {
+	for {
 		c.mu.Lock()
-		if c.err == nil {
-			if len(c.hbQueue) >= maxHeartbeatQueue {
-				c.hbQueue = c.hbQueue[1:]
-			}
-			c.hbQueue = append(c.hbQueue, w)
+		if c.pending[cl.seq] != cl {
+			c.mu.Unlock()
+			return nil
+		}
+		if c.err != nil {
+			err := c.err
+			c.mu.Unlock()
+			return fmt.Errorf("connection ended: %w", err)
+		}
+		l := c.active
+		if l == nil {
+			c.parkLocked(cl)
+			c.mu.Unlock()
+			return nil
 		}
 		c.mu.Unlock()
-	})
-}
-
-// write encodes and sends one frame. onSend runs, under the write lock, just
-// before the frame is written. An encoding error leaves the connection open;
-// a write error ends it, since the stream may hold a partial frame.
-func (c *Client) write(msgID string, seq uint16, stageID int64, payload []byte, onSend func()) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if err := c.Err(); err != nil {
-		return fmt.Errorf("connection ended: %w", err)
-	}
-	buf, err := c.encode(c.wbuf[:0], msgID, seq, stageID, payload)
-	if err != nil {
+		err := c.writeCall(l, cl)
+		if errors.Is(err, errLinkGone) {
+			continue // l ended meanwhile: the next pass sees what replaced it
+		}
 		return err
 	}
-	if n := len(buf) - protocol.LengthSize; n > c.opts.MaxPacketSize {
-		return fmt.Errorf("%w: body of %d bytes exceeds %d", ErrPacketTooLarge, n, c.opts.MaxPacketSize)
+}
+
+// writeCall writes cl on l. It returns errLinkGone when l had already ended,
+// nil when cl was written, abandoned, or handed to linkEnded by a failed
+// write, and otherwise an encoding error (nothing was sent).
+func (c *Client) writeCall(l *link, cl *call) error {
+	err := l.write(cl.msgID, cl.seq, cl.stageID, cl.payload, func() error {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.pending[cl.seq] != cl {
+			return errReleased
+		}
+		if c.err != nil {
+			return fmt.Errorf("connection ended: %w", c.err)
+		}
+		if l.ended {
+			return errLinkGone
+		}
+		cl.on = l
+		cl.sends++
+		if cl.sends > 1 {
+			c.resent.Add(1)
+		}
+		return nil
+	})
+	var we *linkWriteError
+	if errors.Is(err, errReleased) || errors.As(err, &we) {
+		return nil
 	}
-	if cap(buf) <= maxRetainedWriteBuffer {
-		c.wbuf = buf
+	return err
+}
+
+// parkLocked queues cl to be sent on the next connection. The payload is
+// copied: the caller is still waiting (cl is pending), but may return as
+// soon as its context ends, while the copy is written later.
+func (c *Client) parkLocked(cl *call) {
+	if !cl.owned {
+		cl.payload = bytes.Clone(cl.payload)
+		cl.owned = true
 	}
-	if onSend != nil {
-		onSend()
+	cl.on = nil
+	c.parked = append(c.parked, cl)
+}
+
+// flushParked sends the parked calls on the active link, if there is one.
+func (c *Client) flushParked() {
+	c.mu.Lock()
+	if c.err != nil || c.active == nil {
+		c.mu.Unlock()
+		return
 	}
-	if c.deadliner != nil {
-		if err := c.deadliner.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout)); err != nil {
-			return c.writeFailed(fmt.Errorf("playhouse client: setting write deadline: %w", err))
+	batch := c.parked
+	c.parked = nil
+	c.mu.Unlock()
+	for _, cl := range batch {
+		if err := c.route(cl); err != nil {
+			c.failCall(cl, err)
 		}
 	}
-	if _, err := c.conn.Write(buf); err != nil {
-		return c.writeFailed(fmt.Errorf("playhouse client: writing %s: %w", msgID, err))
-	}
-	return nil
 }
 
-func (c *Client) writeFailed(cause error) error {
-	if c.end(cause) {
-		return cause
-	}
-	return fmt.Errorf("connection ended: %w", c.Err())
-}
-
-func (c *Client) encode(dst []byte, msgID string, seq uint16, stageID int64, payload []byte) ([]byte, error) {
-	if c.opts.RequestHeader != protocol.FullHeader {
-		return protocol.AppendRequest(dst, msgID, seq, stageID, payload)
-	}
-	var orig int32
-	if c.opts.Compress > 0 {
-		payload, orig = c.comp.Compress(payload)
-	}
-	return protocol.AppendFull(dst, protocol.Header{MsgSeq: seq, StageID: stageID, OriginalSize: orig}, msgID, payload)
+func (c *Client) sendHeartbeat(l *link, w chan *Response) error {
+	return l.write(c.opts.HeartbeatMsgID, 0, 0, nil, func() error {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.err != nil {
+			return fmt.Errorf("connection ended: %w", c.err)
+		}
+		if l.ended {
+			return errLinkGone
+		}
+		if len(l.hbQueue) >= maxHeartbeatQueue {
+			l.hbQueue = l.hbQueue[1:]
+		}
+		l.hbQueue = append(l.hbQueue, w)
+		return nil
+	})
 }
 
 func (c *Client) heartbeatLoop(every time.Duration) {
@@ -419,115 +654,13 @@ func (c *Client) heartbeatLoop(every time.Duration) {
 		case <-c.done:
 			return
 		case <-t.C:
-			// A failed write ends the connection; the next loop sees done.
-			_ = c.sendHeartbeat(nil)
-		}
-	}
-}
-
-func (c *Client) readLoop() {
-	defer c.wg.Done()
-	defer close(c.pushes)
-	fr := protocol.NewFrameReader(c.conn, c.opts.MaxPacketSize)
-	for {
-		body, err := fr.Next()
-		if err != nil {
-			c.end(readError(err))
-			return
-		}
-		r, err := c.decode(body)
-		if err != nil {
-			c.end(fmt.Errorf("playhouse client: malformed packet from server: %w", err))
-			return
-		}
-		c.dispatch(r)
-	}
-}
-
-func readError(err error) error {
-	switch {
-	case err == io.EOF:
-		return io.EOF
-	case errors.Is(err, protocol.ErrFrameTooLarge), errors.Is(err, protocol.ErrMalformedFrame):
-		return fmt.Errorf("playhouse client: malformed frame from server: %w", err)
-	default:
-		return fmt.Errorf("playhouse client: reading from server: %w", err)
-	}
-}
-
-func (c *Client) decode(body []byte) (*Response, error) {
-	h, payload, err := protocol.ParseResponse(body)
-	if err != nil {
-		return nil, err
-	}
-	if h.OriginalSize > 0 {
-		payload, err = protocol.DecompressPayload(nil, payload, int(h.OriginalSize), c.opts.MaxPacketSize)
-		if err != nil {
-			return nil, fmt.Errorf("%s (MsgSeq %d): %w", h.MsgID, h.MsgSeq, err)
-		}
-	} else {
-		payload = append([]byte(nil), payload...)
-	}
-	return &Response{
-		MsgID:     c.internMsgID(h.MsgID),
-		MsgSeq:    h.MsgSeq,
-		StageID:   h.StageID,
-		ErrorCode: h.ErrorCode,
-		Payload:   payload,
-	}, nil
-}
-
-func (c *Client) internMsgID(b []byte) string {
-	if s, ok := c.intern[string(b)]; ok {
-		return s
-	}
-	s := string(b)
-	if len(c.intern) < maxInterned {
-		c.intern[s] = s
-	}
-	return s
-}
-
-func (c *Client) dispatch(r *Response) {
-	if r.MsgSeq != 0 {
-		c.mu.Lock()
-		ch, ok := c.pending[r.MsgSeq]
-		if ok {
-			delete(c.pending, r.MsgSeq)
-		}
-		c.mu.Unlock()
-		if ok {
-			ch <- r // buffered, one reply per registration
-		} else {
-			c.discarded.Add(1)
-		}
-		return
-	}
-	if r.MsgID == c.opts.HeartbeatMsgID {
-		var w chan *Response
-		c.mu.Lock()
-		if len(c.hbQueue) > 0 {
-			w = c.hbQueue[0]
-			c.hbQueue[0] = nil
-			c.hbQueue = c.hbQueue[1:]
-		}
-		c.mu.Unlock()
-		if w != nil {
-			w <- r // buffered, one echo per heartbeat
-		}
-		return
-	}
-	for {
-		select {
-		case c.pushes <- r:
-			return
-		default:
-		}
-		// Full: drop the oldest (a consumer may have made room meanwhile).
-		select {
-		case <-c.pushes:
-			c.dropped.Add(1)
-		default:
+			c.mu.Lock()
+			l := c.active
+			c.mu.Unlock()
+			if l != nil {
+				// A failed write ends the connection; the next loop sees done.
+				_ = c.sendHeartbeat(l, nil)
+			}
 		}
 	}
 }

@@ -469,41 +469,48 @@ func TestSeqAllocation(t *testing.T) {
 	c := New(cli, quiet)
 	defer c.Close()
 
-	seen := make(map[uint16]chan *Response, maxSeq)
+	alloc := func() (uint16, *call, error) {
+		cl, err := c.allocCall("SeqRequest", 0, nil, false)
+		if err != nil {
+			return 0, nil, err
+		}
+		return cl.seq, cl, nil
+	}
+	seen := make(map[uint16]*call, maxSeq)
 	for i := 1; i <= maxSeq; i++ {
-		seq, ch, err := c.allocSeq()
+		seq, cl, err := alloc()
 		if err != nil {
 			t.Fatalf("alloc %d: %v", i, err)
 		}
 		if int(seq) != i {
 			t.Fatalf("alloc %d gave MsgSeq %d", i, seq)
 		}
-		seen[seq] = ch
+		seen[seq] = cl
 	}
-	if _, _, err := c.allocSeq(); !errors.Is(err, ErrTooManyInFlight) {
+	if _, _, err := alloc(); !errors.Is(err, ErrTooManyInFlight) {
 		t.Fatalf("alloc past 65535: %v", err)
 	}
-	c.releaseSeq(30000, seen[30000])
-	if seq, ch, _ := c.allocSeq(); seq != 30000 {
+	c.releaseCall(seen[30000])
+	if seq, cl, _ := alloc(); seq != 30000 {
 		t.Fatalf("reuse gave %d, want 30000", seq)
 	} else {
-		seen[seq] = ch
+		seen[seq] = cl
 	}
-	c.releaseSeq(7, seen[7])
-	c.releaseSeq(5, seen[5])
-	c.releaseSeq(65535, seen[65535])
+	c.releaseCall(seen[7])
+	c.releaseCall(seen[5])
+	c.releaseCall(seen[65535])
 	// After 30000 the scan skips the in-flight 30001..65534, finds 65535,
 	// then wraps past 0 to 1..4 (busy) and 5.
 	for _, want := range []uint16{65535, 5, 7} {
-		seq, ch, err := c.allocSeq()
+		seq, cl, err := alloc()
 		if err != nil || seq != want {
 			t.Fatalf("alloc gave %d (%v), want %d", seq, err, want)
 		}
-		seen[seq] = ch
+		seen[seq] = cl
 	}
-	// A stale release (wrong channel) must not free a reused sequence.
-	c.releaseSeq(5, make(chan *Response))
-	if _, _, err := c.allocSeq(); !errors.Is(err, ErrTooManyInFlight) {
+	// A stale release (another call) must not free a reused sequence.
+	c.releaseCall(&call{seq: 5})
+	if _, _, err := alloc(); !errors.Is(err, ErrTooManyInFlight) {
 		t.Fatalf("stale release freed a sequence: %v", err)
 	}
 }

@@ -16,6 +16,16 @@ var (
 	// ErrPacketTooLarge is returned when an outgoing frame body would exceed
 	// Options.MaxPacketSize. Nothing is sent and the connection stays open.
 	ErrPacketTooLarge = errors.New("playhouse client: packet too large")
+	// ErrResumeFailed is wrapped by the cause (Err, and the Err of the
+	// EventResumeFailed event) of a connection that could not follow a drain:
+	// the reconnect token was refused (the error also wraps an
+	// *ErrorCodeError with Code AuthenticationFailed), or every one of
+	// Options.ResumeAttempts failed (it wraps the last failure).
+	ErrResumeFailed = errors.New("playhouse client: resume after drain failed")
+	// ErrDrainedConnTimeout fails the requests still unanswered on a drained
+	// connection that the server had not closed Options.DrainedConnTimeout
+	// after the resume. They may have been handled, so they are not resent.
+	ErrDrainedConnTimeout = errors.New("playhouse client: drained connection not closed by the server in time")
 )
 
 // ErrorCodeError reports a reply whose ErrorCode is not Success.

@@ -15,7 +15,8 @@ import (
 // "ws://127.0.0.1:7778/ws") and returns a running Client. Like the official
 // connectors it sends each frame as one binary message and reads received
 // messages as a byte stream. opts.TLSConfig is used for wss://; header is sent
-// with the upgrade request (for example an Origin) and may be nil.
+// with the upgrade request (for example an Origin) and may be nil. Unless
+// opts.Reconnect is set, a resume after a drain dials url again the same way.
 func DialWebSocket(ctx context.Context, url string, header http.Header, opts Options) (*Client, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		if t := opts.withDefaults().RequestTimeout; t > 0 {
@@ -24,6 +25,18 @@ func DialWebSocket(ctx context.Context, url string, header http.Header, opts Opt
 			defer cancel()
 		}
 	}
+	stream, err := dialWebSocket(ctx, url, header, opts)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Reconnect == nil {
+		o, h := opts, header.Clone()
+		opts.Reconnect = func(ctx context.Context) (io.ReadWriteCloser, error) { return dialWebSocket(ctx, url, h, o) }
+	}
+	return New(stream, opts), nil
+}
+
+func dialWebSocket(ctx context.Context, url string, header http.Header, opts Options) (*wsStream, error) {
 	d := websocket.Dialer{TLSClientConfig: opts.TLSConfig, Proxy: nil}
 	if opts.Dialer != nil {
 		d.NetDialContext = opts.Dialer.DialContext
@@ -35,7 +48,7 @@ func DialWebSocket(ctx context.Context, url string, header http.Header, opts Opt
 		}
 		return nil, fmt.Errorf("playhouse client: websocket dial %s: %w", url, err)
 	}
-	return New(&wsStream{ws: ws}, opts), nil
+	return &wsStream{ws: ws}, nil
 }
 
 // wsStream adapts a WebSocket to the byte stream a Client reads and writes:
