@@ -43,7 +43,7 @@ func TestDrain(t *testing.T) {
 	const n = 5
 	clients := make([]*client.Client, n)
 	for i := range clients {
-		cl, err := client.Dial(ctx, addr, client.Options{})
+		cl, err := client.Dial(ctx, addr, client.Options{DisableResume: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -184,7 +184,7 @@ func TestDrainTimeoutAndAbort(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 			defer cancel()
-			cl, err := client.Dial(ctx, srv.Addr(transport.KindTCP).String(), client.Options{})
+			cl, err := client.Dial(ctx, srv.Addr(transport.KindTCP).String(), client.Options{DisableResume: true})
 			if err != nil {
 				t.Fatal(err)
 			}
