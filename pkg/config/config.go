@@ -165,8 +165,13 @@ type Protocol struct {
 	RequestHeader string `json:"requestHeader,omitempty"`
 	// HeartbeatMsgID is the heartbeat message name.
 	HeartbeatMsgID string `json:"heartbeatMsgId,omitempty"`
-	// AuthenticateMsgID is the message name that must open a session.
+	// AuthenticateMsgID is the message name that must open a session (the
+	// older single-name form, kept for existing configurations; it is added
+	// to AuthenticateMsgIDs).
 	AuthenticateMsgID string `json:"authenticateMsgId,omitempty"`
+	// AuthenticateMsgIDs lists the message names that authenticate a session
+	// (default AuthenticateRequest and AuthenticateReq).
+	AuthenticateMsgIDs []string `json:"authenticateMsgIds,omitempty"`
 	// Compression configures outbound LZ4.
 	Compression Compression `json:"compression"`
 }
@@ -203,6 +208,28 @@ type Limits struct {
 	MaxPendingOutboundBytes int `json:"maxPendingOutboundBytes"`
 	// WriteTimeout closes a session whose socket write does not finish in time.
 	WriteTimeout Duration `json:"writeTimeout"`
+
+	// PreAuthMaxPacketSize is the largest frame body accepted before
+	// authentication (larger: close FrameTooLarge).
+	PreAuthMaxPacketSize int `json:"preAuthMaxPacketSize"`
+	// CloseLinger bounds each phase of a lingering close: answering requests
+	// read after the close point (ErrorCode 19), then reading and discarding
+	// after the half-close until the peer closes.
+	CloseLinger Duration `json:"closeLinger"`
+	// CloseQuiet ends the answering phase once no frame has arrived for this long.
+	CloseQuiet Duration `json:"closeQuiet"`
+	// AuthFailures is the per-IP failed-authentication budget.
+	AuthFailures AuthFailures `json:"authFailures"`
+}
+
+// AuthFailures is a per-IP (IPv6 per /64) budget of failed authentications.
+type AuthFailures struct {
+	// PerIP failures within Window start a cool-down; 0 disables.
+	PerIP int `json:"perIP"`
+	// Window is the period failures are counted over.
+	Window Duration `json:"window"`
+	// Cooldown is how long new connections from the address are refused.
+	Cooldown Duration `json:"cooldown"`
 }
 
 // RateLimit is a token bucket per session.
@@ -214,6 +241,11 @@ type RateLimit struct {
 	// MaxViolations closes the session (RateLimited) after this many consecutive
 	// over-limit packets.
 	MaxViolations int `json:"maxViolations"`
+	// BytesPerSecond is the sustained inbound bytes per second per session
+	// (bodies, decompressed payloads and WebSocket control frames); 0 disables.
+	BytesPerSecond float64 `json:"bytesPerSecond"`
+	// BytesBurst is the byte bucket size.
+	BytesBurst int `json:"bytesBurst"`
 }
 
 // Auth holds authentication options.
@@ -262,23 +294,28 @@ func Default() Config {
 		},
 		Admin: Admin{Port: DefaultAdminPort},
 		Protocol: Protocol{
-			RequestHeader:     RequestHeaderCompact,
-			HeartbeatMsgID:    "@Heart@Beat@",
-			AuthenticateMsgID: "AuthenticateRequest",
-			Compression:       Compression{Threshold: 512},
+			RequestHeader:      RequestHeaderCompact,
+			HeartbeatMsgID:     "@Heart@Beat@",
+			AuthenticateMsgID:  "AuthenticateRequest",
+			AuthenticateMsgIDs: []string{"AuthenticateRequest", "AuthenticateReq"},
+			Compression:        Compression{Threshold: 512},
 		},
 		Limits: Limits{
 			MaxPacketSize:           2 << 20,
 			MaxConnections:          10000,
 			MaxConnectionsPerIP:     10,
 			PerIPExempt:             []string{"127.0.0.0/8", "::1/128"},
-			RateLimit:               RateLimit{PacketsPerSecond: 100, Burst: 200, MaxViolations: 100},
+			RateLimit:               RateLimit{PacketsPerSecond: 100, Burst: 200, MaxViolations: 100, BytesPerSecond: 1 << 20, BytesBurst: 4 << 20},
 			HeartbeatTimeout:        D(90 * time.Second),
 			AuthTimeout:             D(10 * time.Second),
 			MaxAuthAttempts:         5,
 			TLSHandshakeTimeout:     D(5 * time.Second),
 			MaxPendingOutboundBytes: 1 << 20,
 			WriteTimeout:            D(5 * time.Second),
+			PreAuthMaxPacketSize:    64 << 10,
+			CloseLinger:             D(2 * time.Second),
+			CloseQuiet:              D(250 * time.Millisecond),
+			AuthFailures:            AuthFailures{PerIP: 20, Window: D(time.Minute), Cooldown: D(time.Minute)},
 		},
 		Auth:         Auth{Mode: AuthModeOpen, ReconnectTokenLifetime: D(5 * time.Minute)},
 		DrainTimeout: D(30 * time.Second),
@@ -393,6 +430,11 @@ func (c Config) Validate() error {
 			bad(field, "must be 1..255 bytes, got %d", len(id))
 		}
 	}
+	for i, id := range c.Protocol.AuthenticateMsgIDs {
+		if len(id) == 0 || len(id) > 255 {
+			bad(fmt.Sprintf("protocol.authenticateMsgIds[%d]", i), "must be 1..255 bytes, got %d", len(id))
+		}
+	}
 	if c.Protocol.Compression.Threshold < 0 {
 		bad("protocol.compression.threshold", "must not be negative")
 	}
@@ -415,8 +457,17 @@ func (c Config) Validate() error {
 			bad(fmt.Sprintf("limits.perIPExempt[%d]", i), "%v", err)
 		}
 	}
-	if l.RateLimit.PacketsPerSecond < 0 || l.RateLimit.Burst < 0 || l.RateLimit.MaxViolations < 0 {
+	if l.RateLimit.PacketsPerSecond < 0 || l.RateLimit.Burst < 0 || l.RateLimit.MaxViolations < 0 || l.RateLimit.BytesPerSecond < 0 || l.RateLimit.BytesBurst < 0 {
 		bad("limits.rateLimit", "values must not be negative")
+	}
+	if l.RateLimit.BytesPerSecond > 0 && l.RateLimit.BytesBurst < 1 {
+		bad("limits.rateLimit.bytesBurst", "must be at least 1 when bytesPerSecond is set")
+	}
+	if l.PreAuthMaxPacketSize < 64 || l.PreAuthMaxPacketSize > l.MaxPacketSize {
+		bad("limits.preAuthMaxPacketSize", "must be 64..maxPacketSize (%d), got %d", l.MaxPacketSize, l.PreAuthMaxPacketSize)
+	}
+	if l.AuthFailures.PerIP < 0 {
+		bad("limits.authFailures.perIP", "must not be negative, got %d", l.AuthFailures.PerIP)
 	}
 	if l.RateLimit.PacketsPerSecond > 0 && l.RateLimit.Burst < 1 {
 		bad("limits.rateLimit.burst", "must be at least 1 when packetsPerSecond is set")
@@ -426,6 +477,10 @@ func (c Config) Validate() error {
 		"limits.authTimeout":                     l.AuthTimeout,
 		"limits.tlsHandshakeTimeout":             l.TLSHandshakeTimeout,
 		"limits.writeTimeout":                    l.WriteTimeout,
+		"limits.closeLinger":                     l.CloseLinger,
+		"limits.closeQuiet":                      l.CloseQuiet,
+		"limits.authFailures.window":             l.AuthFailures.Window,
+		"limits.authFailures.cooldown":           l.AuthFailures.Cooldown,
 		"drainTimeout":                           c.DrainTimeout,
 		"auth.reconnectTokenLifetime":            c.Auth.ReconnectTokenLifetime,
 		"transports.proxyProtocol.headerTimeout": t.ProxyProtocol.HeaderTimeout,

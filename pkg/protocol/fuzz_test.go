@@ -333,7 +333,7 @@ func checkParseArbitrary(t *testing.T, body []byte) {
 			}
 			continue
 		}
-		if len(h.MsgID) == 0 || len(payload) > len(body) {
+		if len(payload) > len(body) {
 			t.Fatalf("format %d: MsgID %q payload %d bytes from a %d-byte body", format, h.MsgID, len(payload), len(body))
 		}
 		if len(payload) > 0 && &payload[0] != &body[len(body)-len(payload)] {
@@ -379,7 +379,7 @@ func checkParseArbitrary(t *testing.T, body []byte) {
 // checkHeaderRoundTrip: encoding valid fields and parsing them back is lossless;
 // invalid MsgIds are refused without touching dst.
 func checkHeaderRoundTrip(t *testing.T, msgID string, seq uint16, stage int64, code uint16, orig int32, payload []byte) {
-	valid := len(msgID) >= 1 && len(msgID) <= MaxMsgIDLen
+	valid := len(msgID) <= MaxMsgIDLen
 	prefix := []byte{0xEE} // frames are appended after existing bytes
 	same := func(what string, h Header, p []byte, wantCode uint16, wantOrig int32) {
 		t.Helper()

@@ -79,10 +79,9 @@ func parseCommon(body []byte, fixed int, what string) (h Header, n int, err erro
 	if len(body) < fixed {
 		return Header{}, 0, fmt.Errorf("%w: %s body of %d bytes is shorter than a header", ErrMalformedHeader, what, len(body))
 	}
+	// MsgIdLen 0 is valid (protocol.md section 2): the official server hands
+	// an empty MsgId to the application, and so does the engine.
 	n = int(body[0])
-	if n == 0 {
-		return Header{}, 0, fmt.Errorf("%w: empty MsgId", ErrMalformedHeader)
-	}
 	if len(body) < fixed+n {
 		return Header{}, 0, fmt.Errorf("%w: MsgIdLen %d exceeds the body", ErrMalformedHeader, n)
 	}
@@ -93,8 +92,8 @@ func parseCommon(body []byte, fixed int, what string) (h Header, n int, err erro
 }
 
 func checkMsgID(msgID string) error {
-	if len(msgID) == 0 || len(msgID) > MaxMsgIDLen {
-		return fmt.Errorf("%w: MsgId length %d not in 1..%d", ErrMalformedHeader, len(msgID), MaxMsgIDLen)
+	if len(msgID) > MaxMsgIDLen {
+		return fmt.Errorf("%w: MsgId length %d not in 0..%d", ErrMalformedHeader, len(msgID), MaxMsgIDLen)
 	}
 	return nil
 }
@@ -136,13 +135,10 @@ func ResponseSize(msgIDLen, payloadLen int) int {
 	return LengthSize + fullFixed + msgIDLen + payloadLen
 }
 
-// ReplyMsgID derives a reply's MsgId from its request's: "EchoRequest" becomes
-// "EchoReply" (the last "Request" is replaced); a name without "Request" is
-// returned unchanged.
+// ReplyMsgID derives a reply's MsgId from its request's as the official
+// server does: every "Request" becomes "Reply" ("EchoRequest" becomes
+// "EchoReply", "RequestRequest" becomes "ReplyReply"); a name without
+// "Request" is returned unchanged.
 func ReplyMsgID(requestMsgID string) string {
-	i := strings.LastIndex(requestMsgID, "Request")
-	if i < 0 {
-		return requestMsgID
-	}
-	return requestMsgID[:i] + "Reply" + requestMsgID[i+len("Request"):]
+	return strings.ReplaceAll(requestMsgID, "Request", "Reply")
 }
