@@ -210,13 +210,14 @@ type Limits struct {
 	WriteTimeout Duration `json:"writeTimeout"`
 
 	// PreAuthMaxPacketSize is the largest frame body accepted before
-	// authentication (larger: close FrameTooLarge).
+	// authentication (larger: close FrameTooLarge); maxPacketSize applies
+	// when it is smaller.
 	PreAuthMaxPacketSize int `json:"preAuthMaxPacketSize"`
 	// CloseLinger bounds each phase of a lingering close: answering requests
 	// read after the close point (ErrorCode 19), then reading and discarding
 	// after the half-close until the peer closes.
 	CloseLinger Duration `json:"closeLinger"`
-	// CloseQuiet ends the answering phase once no frame has arrived for this long.
+	// CloseQuiet ends the answering phase once no request has arrived for this long.
 	CloseQuiet Duration `json:"closeQuiet"`
 	// AuthFailures is the per-IP failed-authentication budget.
 	AuthFailures AuthFailures `json:"authFailures"`
@@ -463,8 +464,9 @@ func (c Config) Validate() error {
 	if l.RateLimit.BytesPerSecond > 0 && l.RateLimit.BytesBurst < 1 {
 		bad("limits.rateLimit.bytesBurst", "must be at least 1 when bytesPerSecond is set")
 	}
-	if l.PreAuthMaxPacketSize < 64 || l.PreAuthMaxPacketSize > l.MaxPacketSize {
-		bad("limits.preAuthMaxPacketSize", "must be 64..maxPacketSize (%d), got %d", l.MaxPacketSize, l.PreAuthMaxPacketSize)
+	if l.PreAuthMaxPacketSize < 64 || l.PreAuthMaxPacketSize > 64<<20 {
+		// Above maxPacketSize it has no effect: the smaller limit applies.
+		bad("limits.preAuthMaxPacketSize", "must be 64..67108864, got %d", l.PreAuthMaxPacketSize)
 	}
 	if l.AuthFailures.PerIP < 0 {
 		bad("limits.authFailures.perIP", "must not be negative, got %d", l.AuthFailures.PerIP)

@@ -77,12 +77,52 @@ func TestParseErrors(t *testing.T) {
 		{"transports: {proxyProtocol: {headerTimeout: -1s}}", "transports.proxyProtocol.headerTimeout: must be positive"},
 		{"transports: {proxyProtocol: {enabled: true}}", "transports.proxyProtocol.trustedCIDRs: at least one CIDR"},
 		{"auth: {mode: token}", "auth.signingKeyFile: is required in token mode"},
+		{"limits: {preAuthMaxPacketSize: 10}", "limits.preAuthMaxPacketSize: must be 64..67108864"},
+		{"limits: {closeLinger: 0s}", "limits.closeLinger: must be positive"},
+		{"limits: {closeQuiet: -1s}", "limits.closeQuiet: must be positive"},
+		{"limits: {rateLimit: {bytesPerSecond: -1}}", "limits.rateLimit: values must not be negative"},
+		{"limits: {rateLimit: {bytesPerSecond: 100, bytesBurst: 0}}", "limits.rateLimit.bytesBurst: must be at least 1"},
+		{"limits: {authFailures: {perIP: -1}}", "limits.authFailures.perIP: must not be negative"},
+		{"limits: {authFailures: {cooldown: 0s}}", "limits.authFailures.cooldown: must be positive"},
+		{"protocol: {authenticateMsgIds: [\"\"]}", "protocol.authenticateMsgIds[0]: must be 1..255 bytes"},
 	}
 	for _, tc := range cases {
 		_, err := Parse([]byte(tc.yaml))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Parse(%q) error = %v, want it to contain %q", tc.yaml, err, tc.want)
 		}
+	}
+}
+
+// The edge options have documented defaults, parse from YAML, and reach the
+// session options; the older single authenticateMsgId stays valid.
+func TestEdgeOptions(t *testing.T) {
+	d := Default()
+	if d.Limits.PreAuthMaxPacketSize != 64<<10 || d.Limits.CloseLinger.Duration != 2*time.Second || d.Limits.CloseQuiet.Duration != 250*time.Millisecond ||
+		d.Limits.RateLimit.BytesPerSecond != 1<<20 || d.Limits.RateLimit.BytesBurst != 4<<20 ||
+		d.Limits.AuthFailures != (AuthFailures{PerIP: 20, Window: D(time.Minute), Cooldown: D(time.Minute)}) ||
+		len(d.Protocol.AuthenticateMsgIDs) != 2 {
+		t.Fatalf("defaults: %+v %+v", d.Limits, d.Protocol)
+	}
+	c, err := Parse([]byte(`
+protocol:
+  authenticateMsgId: Login
+  authenticateMsgIds: [Hello]
+limits:
+  preAuthMaxPacketSize: 1024
+  closeLinger: 3s
+  closeQuiet: 100ms
+  rateLimit: {bytesPerSecond: 5000, bytesBurst: 9000}
+  authFailures: {perIP: 3, window: 10s, cooldown: 20s}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Protocol.AuthenticateMsgID != "Login" || len(c.Protocol.AuthenticateMsgIDs) != 1 || c.Limits.PreAuthMaxPacketSize != 1024 ||
+		c.Limits.CloseLinger.Duration != 3*time.Second || c.Limits.CloseQuiet.Duration != 100*time.Millisecond ||
+		c.Limits.RateLimit.BytesPerSecond != 5000 || c.Limits.RateLimit.BytesBurst != 9000 ||
+		c.Limits.AuthFailures != (AuthFailures{PerIP: 3, Window: D(10 * time.Second), Cooldown: D(20 * time.Second)}) {
+		t.Fatalf("parsed: %+v %+v", c.Limits, c.Protocol)
 	}
 }
 

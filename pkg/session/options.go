@@ -75,8 +75,8 @@ type Options struct {
 	// answering of requests read after the close point with ErrorCode
 	// ServerDraining, then the read-and-discard after the half-close.
 	CloseLinger time.Duration
-	// CloseQuiet ends the answering phase early once no frame has arrived for
-	// this long (default 250ms): the client has seen the close and stopped.
+	// CloseQuiet ends the answering phase early once no request has arrived
+	// for this long (default 250ms): the client has seen the close and stopped.
 	CloseQuiet time.Duration
 	// InboundBudget bounds the bytes held process-wide by partly received
 	// frames and decompressed request payloads (nil: unlimited); a session

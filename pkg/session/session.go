@@ -65,7 +65,7 @@ type Session struct {
 	// Lingering close state (see startClosing and linger).
 	lmu      sync.Mutex
 	closeAt  time.Time   // the close point
-	lastIn   time.Time   // last frame read after the close point
+	lastIn   time.Time   // last request read after the close point
 	quiet    *time.Timer // closes tail once the input is quiet
 	finSent  bool        // the writer has half-closed
 	finUntil time.Time   // end of the linger after the half-close
@@ -287,8 +287,8 @@ func (s *Session) startClosing() {
 	s.lmu.Unlock()
 }
 
-// quietCheck ends the answering phase of a lingering close once no frame has
-// arrived for CloseQuiet (the client has seen the close and stopped), or
+// quietCheck ends the answering phase of a lingering close once no request
+// has arrived for CloseQuiet (the client has seen the close and stopped), or
 // CloseLinger after the close point for a client that never stops: the
 // writer then flushes the answers and half-closes.
 func (s *Session) quietCheck() {
@@ -521,13 +521,14 @@ func (s *Session) linger(inputOK bool, writerDone <-chan struct{}) {
 // answerClosed handles a frame read after the close point: a request gets
 // ErrorCode ServerDraining (exactly one answer), anything else is dropped.
 func (s *Session) answerClosed(body []byte) {
-	s.lmu.Lock()
-	s.lastIn = time.Now()
-	s.lmu.Unlock()
 	h, _, err := protocol.ParseRequest(body, s.m.opts.RequestHeader)
 	if err != nil || h.MsgSeq == 0 {
 		return
 	}
+	// Only requests need answers: they keep the answering phase open.
+	s.lmu.Lock()
+	s.lastIn = time.Now()
+	s.lmu.Unlock()
 	n := s.intern(h.MsgID)
 	_ = s.enqueue(true, func(dst []byte) ([]byte, error) {
 		return protocol.AppendFull(dst, protocol.Header{MsgSeq: h.MsgSeq, StageID: h.StageID, ErrorCode: protocol.ServerDraining}, n.reply, nil)

@@ -1,0 +1,316 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/playhouse-k8s/playhouse/pkg/config"
+	"github.com/playhouse-k8s/playhouse/pkg/protocol"
+	"github.com/playhouse-k8s/playhouse/pkg/session"
+	"github.com/playhouse-k8s/playhouse/pkg/transport"
+)
+
+// packet is one decoded server packet.
+type packet struct {
+	id      string
+	seq     uint16
+	code    protocol.ErrorCode
+	payload string
+}
+
+// frameConn is a raw client over TCP or WebSocket: one frame per write,
+// frames decoded on read; end reports how the server ended the connection.
+type frameConn interface {
+	send(b []byte) error
+	recv() (packet, error)
+	close()
+}
+
+type tcpFrameConn struct {
+	c  net.Conn
+	fr *protocol.FrameReader
+}
+
+func (t *tcpFrameConn) send(b []byte) error {
+	_ = t.c.SetWriteDeadline(time.Now().Add(testTimeout))
+	_, err := t.c.Write(b)
+	return err
+}
+
+func (t *tcpFrameConn) recv() (packet, error) {
+	_ = t.c.SetReadDeadline(time.Now().Add(testTimeout))
+	body, err := t.fr.Next()
+	if err != nil {
+		return packet{}, err
+	}
+	return decode(body)
+}
+
+func (t *tcpFrameConn) close() { t.c.Close() }
+
+type wsFrameConn struct {
+	ws *websocket.Conn
+	mu sync.Mutex
+}
+
+func (w *wsFrameConn) send(b []byte) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_ = w.ws.SetWriteDeadline(time.Now().Add(testTimeout))
+	return w.ws.WriteMessage(websocket.BinaryMessage, b)
+}
+
+func (w *wsFrameConn) recv() (packet, error) {
+	_ = w.ws.SetReadDeadline(time.Now().Add(testTimeout))
+	_, msg, err := w.ws.ReadMessage()
+	if err != nil {
+		return packet{}, err
+	}
+	if len(msg) < protocol.LengthSize {
+		return packet{}, fmt.Errorf("short message %x", msg)
+	}
+	return decode(msg[protocol.LengthSize:])
+}
+
+func (w *wsFrameConn) close() { w.ws.Close() }
+
+func decode(body []byte) (packet, error) {
+	h, p, err := protocol.ParseResponse(body)
+	if err != nil {
+		return packet{}, err
+	}
+	return packet{id: string(h.MsgID), seq: h.MsgSeq, code: h.ErrorCode, payload: string(p)}, nil
+}
+
+// dialFrames connects to srv over kind (tcp or ws) and authenticates as account.
+func dialFrames(t *testing.T, srv *Server, kind transport.Kind, account string) frameConn {
+	t.Helper()
+	var fc frameConn
+	switch kind {
+	case transport.KindTCP:
+		c, err := net.Dial("tcp", srv.Addr(kind).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		fc = &tcpFrameConn{c: c, fr: protocol.NewFrameReader(c, 4<<20)}
+	case transport.KindWebSocket:
+		ws, _, err := websocket.DefaultDialer.Dial(wsURL("ws", srv.Addr(kind)), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fc = &wsFrameConn{ws: ws}
+	default:
+		t.Fatalf("transport %s", kind)
+	}
+	t.Cleanup(fc.close)
+	b, _ := protocol.AppendRequest(nil, "AuthenticateRequest", 1, 0, []byte(account))
+	if err := fc.send(b); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := fc.recv(); err != nil || p.code != 0 || p.seq != 1 {
+		t.Fatalf("auth: %+v %v", p, err)
+	}
+	return fc
+}
+
+// edgeConfig is testConfig without the packet rate limit (the clients below
+// send as fast as they can) and with a short drain.
+func edgeConfig(t *testing.T) config.Config {
+	t.Helper()
+	c, _ := testConfig(t)
+	c.Limits.RateLimit.PacketsPerSecond = 0
+	c.DrainTimeout = config.D(3 * time.Second)
+	return c
+}
+
+// checkClose checks how the server ended the connection: a clean end of
+// stream on TCP (FIN, not a reset), a Close frame with code and the reason
+// name on WebSocket (not 1006).
+func checkClose(t *testing.T, kind transport.Kind, err error, code int, reason session.CloseReason) {
+	t.Helper()
+	if kind == transport.KindWebSocket {
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != code || ce.Text != reason.String() {
+			t.Fatalf("websocket end = %v, want close %d %q", err, code, reason)
+		}
+		return
+	}
+	if !errors.Is(err, io.EOF) {
+		t.Fatalf("tcp end = %v, want a clean EOF", err)
+	}
+}
+
+// Finding 2 of issue 6: a client that keeps sending one-way packets while it
+// is drained still receives everything queued for it, then @Drain@, then a
+// proper close.
+func TestDrainDeliversQueueToClientStillSending(t *testing.T) {
+	for _, kind := range []transport.Kind{transport.KindTCP, transport.KindWebSocket} {
+		t.Run(string(kind), func(t *testing.T) {
+			srv := startServer(t, edgeConfig(t))
+			fc := dialFrames(t, srv, kind, "sender")
+			s, ok := srv.Manager().ByAccount("sender")
+			if !ok {
+				t.Fatal("no session")
+			}
+			// The client sends one-way packets until the end.
+			stop := make(chan struct{})
+			var sendWG sync.WaitGroup
+			sendWG.Add(1)
+			go func() {
+				defer sendWG.Done()
+				b, _ := protocol.AppendRequest(nil, "Ignored", 0, 0, make([]byte, 64))
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if fc.send(b) != nil {
+						return
+					}
+					time.Sleep(100 * time.Microsecond) // busy, within the byte rate
+				}
+			}()
+			defer func() { close(stop); sendWG.Wait() }()
+			const queued = 20
+			big := make([]byte, 32<<10)
+			for i := range queued {
+				if err := s.Push("News", 0, append([]byte(fmt.Sprint(i, ":")), big...)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			go func() { _ = srv.Manager().Drain(context.Background(), 3*time.Second) }()
+			news, drained := 0, false
+			var end error
+			for {
+				p, err := fc.recv()
+				if err != nil {
+					end = err
+					break
+				}
+				switch p.id {
+				case "News":
+					if drained || p.payload[:len(fmt.Sprint(news, ":"))] != fmt.Sprint(news, ":") {
+						t.Fatalf("push %d out of order (drained %v)", news, drained)
+					}
+					news++
+				case session.DrainMsgID:
+					drained = true
+				case "Ignored": // the echo app pushes one-way packets back
+				default:
+					t.Fatalf("unexpected packet %+v", p)
+				}
+			}
+			if news != queued || !drained {
+				t.Fatalf("received %d of %d pushes, @Drain@ %v; ended with %v", news, queued, drained, end)
+			}
+			checkClose(t, kind, end, 1001, session.ServerShutdown)
+		})
+	}
+}
+
+// Finding 3 of issue 6: clients that keep sending requests until the drain
+// closes them get exactly one answer for every request (a reply, or
+// ServerDraining once past their close point; they stop sending on the first
+// ServerDraining, as the Go client does).
+func TestDrainAnswersEveryRequestExactlyOnce(t *testing.T) {
+	for _, kind := range []transport.Kind{transport.KindTCP, transport.KindWebSocket} {
+		t.Run(string(kind), func(t *testing.T) {
+			srv := startServer(t, edgeConfig(t))
+			const clients = 8
+			type result struct {
+				sent     int
+				answers  map[uint16]int
+				draining int
+				end      error
+			}
+			results := make([]result, clients)
+			var wg sync.WaitGroup
+			started := make(chan struct{}, clients)
+			for i := range clients {
+				fc := dialFrames(t, srv, kind, fmt.Sprintf("req-%d", i))
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					var stop atomic.Bool
+					var sent atomic.Int64
+					sendDone := make(chan struct{})
+					go func() {
+						defer close(sendDone)
+						for seq := uint16(2); !stop.Load() && seq < 60000; seq++ {
+							b, _ := protocol.AppendRequest(nil, "EchoRequest", seq, 0, []byte("x"))
+							if fc.send(b) != nil {
+								return
+							}
+							sent.Store(int64(seq - 1))
+							if seq == 50 {
+								started <- struct{}{}
+							}
+							time.Sleep(200 * time.Microsecond) // a busy client, not a flood
+						}
+					}()
+					r := result{answers: map[uint16]int{}}
+					for {
+						p, err := fc.recv()
+						if err != nil {
+							r.end = err
+							break
+						}
+						if p.seq == 0 {
+							continue // @Drain@
+						}
+						r.answers[p.seq]++
+						if p.code == protocol.ServerDraining {
+							r.draining++
+							stop.Store(true)
+						}
+					}
+					stop.Store(true)
+					<-sendDone
+					r.sent = int(sent.Load())
+					results[i] = r
+				}()
+			}
+			for range clients {
+				<-started
+			}
+			go func() { _ = srv.Manager().Drain(context.Background(), 3*time.Second) }()
+			wg.Wait()
+			for i, r := range results {
+				for seq := uint16(2); int(seq) <= r.sent+1; seq++ {
+					if n := r.answers[seq]; n != 1 {
+						t.Errorf("client %d: request %d of %d answered %d times (ended with %v)", i, seq, r.sent, n, r.end)
+						break
+					}
+				}
+				if r.draining == 0 {
+					t.Errorf("client %d: no ServerDraining answer (sent %d, ended with %v)", i, r.sent, r.end)
+				}
+				checkClose(t, kind, r.end, 1001, session.ServerShutdown)
+			}
+		})
+	}
+}
+
+// A kicked WebSocket client sees @Kick@ and then a Close frame 1008 "Kicked".
+func TestWebSocketCloseCodeAndReason(t *testing.T) {
+	srv := startServer(t, edgeConfig(t))
+	fc := dialFrames(t, srv, transport.KindWebSocket, "kicked")
+	s, _ := srv.Manager().ByAccount("kicked")
+	s.Kick("bye")
+	p, err := fc.recv()
+	if err != nil || p.id != session.KickMsgID {
+		t.Fatalf("kick push = %+v, %v", p, err)
+	}
+	_, err = fc.recv()
+	checkClose(t, transport.KindWebSocket, err, 1008, session.Kicked)
+}
