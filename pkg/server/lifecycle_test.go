@@ -314,3 +314,70 @@ func TestWebSocketCloseCodeAndReason(t *testing.T) {
 	_, err = fc.recv()
 	checkClose(t, transport.KindWebSocket, err, 1008, session.Kicked)
 }
+
+// Finding 7 of issue 6: WebSocket pings are charged to the session's rate
+// limit; a ping flood is closed RateLimited.
+func TestWebSocketPingFloodClosed(t *testing.T) {
+	c, _ := testConfig(t)
+	c.Limits.RateLimit = config.RateLimit{PacketsPerSecond: 100, Burst: 200, MaxViolations: 100, BytesPerSecond: 1 << 20, BytesBurst: 4 << 20}
+	srv := startServer(t, c)
+	fc := dialFrames(t, srv, transport.KindWebSocket, "pinger").(*wsFrameConn)
+	s, _ := srv.Manager().ByAccount("pinger")
+	readDone := make(chan error, 1)
+	go func() {
+		for {
+			if _, err := fc.recv(); err != nil {
+				readDone <- err
+				return
+			}
+		}
+	}()
+	sent := 0
+	for ; sent < 100000; sent++ {
+		if err := fc.ws.WriteControl(websocket.PingMessage, []byte("p"), time.Now().Add(testTimeout)); err != nil {
+			break
+		}
+		if s.CloseReason() != session.ReasonNone {
+			break
+		}
+	}
+	err := <-readDone
+	if got := s.CloseReason(); got != session.RateLimited {
+		t.Fatalf("after %d pings the session reason is %s (read ended with %v)", sent, got, err)
+	}
+	checkClose(t, transport.KindWebSocket, err, 1008, session.RateLimited)
+	if sent >= 100000 {
+		t.Fatal("the flood was never stopped")
+	}
+}
+
+// Regression (issue 7): playhouse_slow_consumers_total counts slow consumers
+// only, not sessions closed for other reasons.
+func TestSlowConsumerMetricCountsOnlySlowConsumers(t *testing.T) {
+	c, _ := testConfig(t)
+	c.Limits.MaxPendingOutboundBytes = 64 << 10
+	c.Limits.WriteTimeout = config.D(500 * time.Millisecond)
+	srv := startServer(t, c)
+	slow := dialFrames(t, srv, transport.KindTCP, "slow")
+	_ = slow.(*tcpFrameConn).c.(*net.TCPConn).SetReadBuffer(4 << 10)
+	kicked := dialFrames(t, srv, transport.KindTCP, "kicked")
+	s, _ := srv.Manager().ByAccount("slow")
+	k, _ := srv.Manager().ByAccount("kicked")
+	k.Kick("bye")
+	for i := 0; i < 1000 && s.CloseReason() == session.ReasonNone; i++ {
+		_ = s.Push("Flood", 0, make([]byte, 16<<10)) // the client never reads
+	}
+	for _, fc := range []frameConn{kicked} {
+		for {
+			if _, err := fc.recv(); err != nil {
+				break
+			}
+		}
+		fc.close()
+	}
+	waitFor(t, "both sessions to end", func() bool { return srv.Manager().Count() == 0 })
+	fams := scrape(t, srv)
+	if v := value(fams, "playhouse_slow_consumers_total", nil); v != 1 {
+		t.Fatalf("playhouse_slow_consumers_total = %v, want 1", v)
+	}
+}

@@ -606,8 +606,6 @@ func (s *Session) readLoop() (inputOK bool) {
 func (s *Session) readFailed(err error) {
 	var reason CloseReason
 	switch {
-	case errors.Is(err, errRateLimited):
-		reason = RateLimited
 	case errors.Is(err, protocol.ErrBudgetExceeded):
 		reason = InboundBudgetExceeded
 	case errors.Is(err, protocol.ErrFrameTooLarge):
@@ -634,9 +632,6 @@ func (s *Session) readFailed(err error) {
 	}
 }
 
-// errRateLimited fails a read when control frames pass the rate limit.
-var errRateLimited = errors.New("rate limit exceeded")
-
 // charge takes one packet and size bytes from the session's limits and
 // reports whether they were within them. It runs on the reader goroutine.
 func (s *Session) charge(size int) bool {
@@ -662,16 +657,21 @@ func (s *Session) violation() bool {
 }
 
 // controlFrame charges a WebSocket control frame (ping or pong) the
-// transport consumed to the session's rate limits; sustained abuse fails the
-// read, which closes the session RateLimited.
+// transport consumed to the session's rate limits; sustained abuse closes
+// the session RateLimited. It does not fail the read: the WebSocket stays
+// readable, so the lingering close can still read the peer's Close frame.
 func (s *Session) controlFrame(size int) error {
 	s.lastActive.Store(time.Now().UnixNano())
+	if s.isClosing() {
+		return nil
+	}
 	if s.charge(size) {
 		s.rateViolations = 0
 		return nil
 	}
 	if s.violation() {
-		return fmt.Errorf("control frames: %w", errRateLimited)
+		s.m.opts.Logger.Info("session rate limited (control frames)", "session", s.id, "remote", s.remote.String())
+		s.Close(RateLimited)
 	}
 	return nil
 }

@@ -29,8 +29,9 @@ type Tokens struct {
 	lifetime time.Duration
 	now      func() time.Time
 
-	mu   sync.Mutex
-	used map[string]time.Time // token id to its expiry
+	mu        sync.Mutex
+	used      map[string]time.Time // token id to its expiry
+	nextSweep time.Time            // when expired ids are next dropped
 }
 
 // TokenClaims is what a token says.
@@ -132,12 +133,14 @@ func (t *Tokens) spend(id string, expiry time.Time) error {
 	if exp, ok := t.used[id]; ok && now.Before(exp) {
 		return fmt.Errorf("%w: %w", ErrInvalidToken, ErrTokenReplayed)
 	}
-	if len(t.used) >= MaxRememberedTokens {
+	if len(t.used) >= MaxRememberedTokens || !now.Before(t.nextSweep) {
+		// Expired ids are dropped every lifetime, or when the table is full.
 		for k, exp := range t.used {
 			if !now.Before(exp) {
 				delete(t.used, k)
 			}
 		}
+		t.nextSweep = now.Add(t.lifetime)
 		if len(t.used) >= MaxRememberedTokens {
 			return fmt.Errorf("%w: %d used tokens remembered, the most allowed", ErrInvalidToken, len(t.used))
 		}
