@@ -152,10 +152,23 @@ func checkClose(t *testing.T, kind transport.Kind, err error, code int, reason s
 // Finding 2 of issue 6: a client that keeps sending one-way packets while it
 // is drained still receives everything queued for it, then @Drain@, then a
 // proper close.
+// The same holds for @Kick@ (and Superseded, AuthFailed, RateLimited:
+// every close goes the same way): here the close point comes right after
+// the pushes, while they are still queued.
 func TestDrainDeliversQueueToClientStillSending(t *testing.T) {
 	for _, kind := range []transport.Kind{transport.KindTCP, transport.KindWebSocket} {
-		t.Run(string(kind), func(t *testing.T) {
-			srv := startServer(t, edgeConfig(t))
+		for _, how := range []string{"drain", "kick"} {
+			t.Run(string(kind)+"/"+how, func(t *testing.T) { deliversQueue(t, kind, how) })
+		}
+	}
+}
+
+func deliversQueue(t *testing.T, kind transport.Kind, how string) {
+	{
+		{
+			c := edgeConfig(t)
+			c.App = "relay" // one-way packets outside a stage get no answer
+			srv := startServer(t, c)
 			fc := dialFrames(t, srv, kind, "sender")
 			s, ok := srv.Manager().ByAccount("sender")
 			if !ok {
@@ -188,7 +201,13 @@ func TestDrainDeliversQueueToClientStillSending(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			go func() { _ = srv.Manager().Drain(context.Background(), 3*time.Second) }()
+			notice, code, reason := session.DrainMsgID, 1001, session.ServerShutdown
+			if how == "kick" {
+				notice, code, reason = session.KickMsgID, 1008, session.Kicked
+				s.Kick("bye")
+			} else {
+				go func() { _ = srv.Manager().Drain(context.Background(), 3*time.Second) }()
+			}
 			news, drained := 0, false
 			var end error
 			for {
@@ -197,24 +216,24 @@ func TestDrainDeliversQueueToClientStillSending(t *testing.T) {
 					end = err
 					break
 				}
+				time.Sleep(time.Millisecond) // a client that reads at a game's pace, not instantly
 				switch p.id {
 				case "News":
 					if drained || p.payload[:len(fmt.Sprint(news, ":"))] != fmt.Sprint(news, ":") {
 						t.Fatalf("push %d out of order (drained %v)", news, drained)
 					}
 					news++
-				case session.DrainMsgID:
+				case notice:
 					drained = true
-				case "Ignored": // the echo app pushes one-way packets back
 				default:
 					t.Fatalf("unexpected packet %+v", p)
 				}
 			}
 			if news != queued || !drained {
-				t.Fatalf("received %d of %d pushes, @Drain@ %v; ended with %v", news, queued, drained, end)
+				t.Fatalf("received %d of %d pushes, %s %v; ended with %v", news, queued, notice, drained, end)
 			}
-			checkClose(t, kind, end, 1001, session.ServerShutdown)
-		})
+			checkClose(t, kind, end, code, reason)
+		}
 	}
 }
 
@@ -379,5 +398,51 @@ func TestSlowConsumerMetricCountsOnlySlowConsumers(t *testing.T) {
 	fams := scrape(t, srv)
 	if v := value(fams, "playhouse_slow_consumers_total", nil); v != 1 {
 		t.Fatalf("playhouse_slow_consumers_total = %v, want 1", v)
+	}
+}
+
+// Issue 7 point 7 over WebSocket: a client that never heartbeats but reads
+// (so its WebSocket answers the server's pings) stays past heartbeatTimeout,
+// while a TCP client that heartbeated and went quiet is closed IdleTimeout.
+func TestSilentWebSocketClientStays(t *testing.T) {
+	c, _ := testConfig(t)
+	c.Limits.HeartbeatTimeout = config.D(300 * time.Millisecond)
+	srv := startServer(t, c)
+	silent := dialFrames(t, srv, transport.KindWebSocket, "silent-ws").(*wsFrameConn)
+	silentS, _ := srv.Manager().ByAccount("silent-ws")
+	got := make(chan packet, 1)
+	go func() { // a browser reads all the time; gorilla answers pings while reading
+		for {
+			p, err := silent.recv()
+			if err != nil {
+				return
+			}
+			got <- p
+		}
+	}()
+	beating := dialFrames(t, srv, transport.KindTCP, "beating")
+	beatingS, _ := srv.Manager().ByAccount("beating")
+	hb, _ := protocol.AppendRequest(nil, "@Heart@Beat@", 0, 0, nil)
+	if err := beating.send(hb); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := beating.recv(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the heartbeating client to time out", func() bool { return beatingS.CloseReason() == session.IdleTimeout })
+	if r := silentS.CloseReason(); r != session.ReasonNone {
+		t.Fatalf("silent WebSocket client closed %s", r)
+	}
+	b, _ := protocol.AppendRequest(nil, "EchoRequest", 2, 0, []byte("alive"))
+	if err := silent.send(b); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case p := <-got:
+		if p.payload != "alive" {
+			t.Fatalf("echo = %+v", p)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("no echo")
 	}
 }
