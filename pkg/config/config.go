@@ -53,6 +53,47 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// MsgIDList is a list of message names that reads and writes as a YAML/JSON
+// list. It is stored as one string so the structs holding it stay
+// comparable with ==.
+type MsgIDList string
+
+// msgIDSep separates the names inside a MsgIDList.
+const msgIDSep = "\n"
+
+// MsgIDs makes a MsgIDList.
+func MsgIDs(names ...string) MsgIDList { return MsgIDList(strings.Join(names, msgIDSep)) }
+
+// Names returns the list's names (nil when empty).
+func (l MsgIDList) Names() []string {
+	if l == "" {
+		return nil
+	}
+	return strings.Split(string(l), msgIDSep)
+}
+
+// MarshalJSON writes the list as a JSON array.
+func (l MsgIDList) MarshalJSON() ([]byte, error) {
+	names := l.Names()
+	if names == nil {
+		names = []string{}
+	}
+	return json.Marshal(names)
+}
+
+// UnmarshalJSON reads a JSON array of names.
+func (l *MsgIDList) UnmarshalJSON(b []byte) error {
+	var names []string
+	if err := json.Unmarshal(b, &names); err != nil {
+		return fmt.Errorf("invalid message id list %s: want a list of names", string(b))
+	}
+	if len(names) == 1 && names[0] == "" {
+		names = append(names, "") // keep an explicit empty name visible to Validate
+	}
+	*l = MsgIDs(names...)
+	return nil
+}
+
 // Request header formats accepted on the wire (protocol.md section 2).
 const (
 	// RequestHeaderCompact is the header the official connectors send (default).
@@ -171,7 +212,7 @@ type Protocol struct {
 	AuthenticateMsgID string `json:"authenticateMsgId,omitempty"`
 	// AuthenticateMsgIDs lists the message names that authenticate a session
 	// (default AuthenticateRequest and AuthenticateReq).
-	AuthenticateMsgIDs []string `json:"authenticateMsgIds,omitempty"`
+	AuthenticateMsgIDs MsgIDList `json:"authenticateMsgIds,omitempty"`
 	// Compression configures outbound LZ4.
 	Compression Compression `json:"compression"`
 }
@@ -298,7 +339,7 @@ func Default() Config {
 			RequestHeader:      RequestHeaderCompact,
 			HeartbeatMsgID:     "@Heart@Beat@",
 			AuthenticateMsgID:  "AuthenticateRequest",
-			AuthenticateMsgIDs: []string{"AuthenticateRequest", "AuthenticateReq"},
+			AuthenticateMsgIDs: MsgIDs("AuthenticateRequest", "AuthenticateReq"),
 			Compression:        Compression{Threshold: 512},
 		},
 		Limits: Limits{
@@ -431,9 +472,9 @@ func (c Config) Validate() error {
 			bad(field, "must be 1..255 bytes, got %d", len(id))
 		}
 	}
-	for i, id := range c.Protocol.AuthenticateMsgIDs {
-		if len(id) == 0 || len(id) > 255 {
-			bad(fmt.Sprintf("protocol.authenticateMsgIds[%d]", i), "must be 1..255 bytes, got %d", len(id))
+	for i, id := range c.Protocol.AuthenticateMsgIDs.Names() {
+		if len(id) == 0 || len(id) > 255 || strings.Contains(id, msgIDSep) {
+			bad(fmt.Sprintf("protocol.authenticateMsgIds[%d]", i), "must be 1..255 bytes without a newline, got %q", id)
 		}
 	}
 	if c.Protocol.Compression.Threshold < 0 {

@@ -101,7 +101,7 @@ func TestEdgeOptions(t *testing.T) {
 	if d.Limits.PreAuthMaxPacketSize != 64<<10 || d.Limits.CloseLinger.Duration != 2*time.Second || d.Limits.CloseQuiet.Duration != 250*time.Millisecond ||
 		d.Limits.RateLimit.BytesPerSecond != 1<<20 || d.Limits.RateLimit.BytesBurst != 4<<20 ||
 		d.Limits.AuthFailures != (AuthFailures{PerIP: 20, Window: D(time.Minute), Cooldown: D(time.Minute)}) ||
-		len(d.Protocol.AuthenticateMsgIDs) != 2 {
+		len(d.Protocol.AuthenticateMsgIDs.Names()) != 2 {
 		t.Fatalf("defaults: %+v %+v", d.Limits, d.Protocol)
 	}
 	c, err := Parse([]byte(`
@@ -118,11 +118,19 @@ limits:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Protocol.AuthenticateMsgID != "Login" || len(c.Protocol.AuthenticateMsgIDs) != 1 || c.Limits.PreAuthMaxPacketSize != 1024 ||
+	if c.Protocol.AuthenticateMsgID != "Login" || len(c.Protocol.AuthenticateMsgIDs.Names()) != 1 || c.Limits.PreAuthMaxPacketSize != 1024 ||
 		c.Limits.CloseLinger.Duration != 3*time.Second || c.Limits.CloseQuiet.Duration != 100*time.Millisecond ||
 		c.Limits.RateLimit.BytesPerSecond != 5000 || c.Limits.RateLimit.BytesBurst != 9000 ||
 		c.Limits.AuthFailures != (AuthFailures{PerIP: 3, Window: D(10 * time.Second), Cooldown: D(20 * time.Second)}) {
 		t.Fatalf("parsed: %+v %+v", c.Limits, c.Protocol)
+	}
+	out, err := c.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := Parse(out)
+	if err != nil || back.Protocol != c.Protocol || !strings.Contains(string(out), "authenticateMsgIds:\n  - Hello") {
+		t.Fatalf("round trip: %v\n%s", err, out)
 	}
 }
 

@@ -55,8 +55,15 @@ func ParseRequest(body []byte, format HeaderFormat) (h Header, payload []byte, e
 }
 
 // ParseResponse decodes a response or push body (always the full layout).
+// Unlike a request, a response must have a MsgId: the engine only sends an
+// empty one in answer to a request with an empty MsgId, which the Go client
+// (AppendRequest) never sends, so to it an empty MsgId means a broken stream.
 func ParseResponse(body []byte) (h Header, payload []byte, err error) {
-	return parseFull(body, "response")
+	h, payload, err = parseFull(body, "response")
+	if err == nil && len(h.MsgID) == 0 {
+		return Header{}, nil, fmt.Errorf("%w: empty MsgId in a response", ErrMalformedHeader)
+	}
+	return h, payload, err
 }
 
 func parseFull(body []byte, what string) (h Header, payload []byte, err error) {
@@ -99,8 +106,13 @@ func checkMsgID(msgID string) error {
 }
 
 // AppendRequest appends a whole frame (length prefix included) holding a
-// compact request to dst.
+// compact request to dst. It refuses an empty MsgId: the wire allows one (an
+// official connector's edge case the engine answers), but a client built on
+// this package has no reason to send it.
 func AppendRequest(dst []byte, msgID string, msgSeq uint16, stageID int64, payload []byte) ([]byte, error) {
+	if msgID == "" {
+		return dst, fmt.Errorf("%w: empty MsgId", ErrMalformedHeader)
+	}
 	if err := checkMsgID(msgID); err != nil {
 		return dst, err
 	}
@@ -114,7 +126,8 @@ func AppendRequest(dst []byte, msgID string, msgSeq uint16, stageID int64, paylo
 
 // AppendFull appends a whole frame holding a full header (the response layout,
 // also the "full" request layout) to dst. payload must already be compressed
-// when originalSize > 0.
+// when originalSize > 0. An empty MsgId is allowed (the answer to a request
+// with an empty MsgId).
 func AppendFull(dst []byte, h Header, msgID string, payload []byte) ([]byte, error) {
 	if err := checkMsgID(msgID); err != nil {
 		return dst, err

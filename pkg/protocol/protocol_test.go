@@ -172,6 +172,13 @@ func TestParseRequestMalformed(t *testing.T) {
 	}
 	if f, err := AppendFull(nil, Header{MsgSeq: 3}, "", nil); err != nil || len(f) != LengthSize+fullFixed {
 		t.Errorf("AppendFull with an empty MsgId: %x, %v", f, err)
+	} else if _, _, err := ParseRequest(f[LengthSize:], FullHeader); err != nil {
+		t.Errorf("full request with an empty MsgId: %v", err)
+	} else if _, _, err := ParseResponse(f[LengthSize:]); !errors.Is(err, ErrMalformedHeader) {
+		t.Errorf("response with an empty MsgId: %v, want ErrMalformedHeader", err)
+	}
+	if _, err := AppendRequest(nil, "", 1, 0, nil); !errors.Is(err, ErrMalformedHeader) {
+		t.Errorf("AppendRequest with an empty MsgId: %v", err)
 	}
 	if _, err := AppendRequest(nil, strings.Repeat("x", 256), 0, 0, nil); err == nil {
 		t.Error("AppendRequest accepted a 256-byte MsgId")

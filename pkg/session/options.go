@@ -114,7 +114,7 @@ func OptionsFromConfig(c config.Config, h Handler, log *slog.Logger) (Options, e
 		Logger:                  log,
 		HeartbeatMsgID:          c.Protocol.HeartbeatMsgID,
 		AuthenticateMsgID:       c.Protocol.AuthenticateMsgID,
-		AuthenticateMsgIDs:      append([]string(nil), c.Protocol.AuthenticateMsgIDs...),
+		AuthenticateMsgIDs:      c.Protocol.AuthenticateMsgIDs.Names(),
 		Compression:             c.Protocol.Compression.Enabled,
 		CompressionThreshold:    c.Protocol.Compression.Threshold,
 		MaxPacketSize:           c.Limits.MaxPacketSize,
@@ -187,7 +187,7 @@ func (o *Options) setDefaults() error {
 	}
 	setStr(&o.HeartbeatMsgID, d.Protocol.HeartbeatMsgID)
 	if len(o.AuthenticateMsgIDs) == 0 {
-		o.AuthenticateMsgIDs = append([]string(nil), d.Protocol.AuthenticateMsgIDs...)
+		o.AuthenticateMsgIDs = d.Protocol.AuthenticateMsgIDs.Names()
 	}
 	if o.AuthenticateMsgID != "" && !slices.Contains(o.AuthenticateMsgIDs, o.AuthenticateMsgID) {
 		o.AuthenticateMsgIDs = append(o.AuthenticateMsgIDs, o.AuthenticateMsgID)
