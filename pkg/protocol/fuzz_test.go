@@ -397,7 +397,7 @@ func checkParseArbitrary(t *testing.T, body []byte) {
 // invalid MsgIds are refused without touching dst.
 func checkHeaderRoundTrip(t *testing.T, msgID string, seq uint16, stage int64, code uint16, orig int32, payload []byte) {
 	valid := len(msgID) <= MaxMsgIDLen // AppendFull; AppendRequest also refuses ""
-	prefix := []byte{0xEE} // frames are appended after existing bytes
+	prefix := []byte{0xEE}             // frames are appended after existing bytes
 	same := func(what string, h Header, p []byte, wantCode uint16, wantOrig int32) {
 		t.Helper()
 		if string(h.MsgID) != msgID || h.MsgSeq != seq || h.StageID != stage || uint16(h.ErrorCode) != wantCode ||
