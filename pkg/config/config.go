@@ -284,10 +284,11 @@ type RateLimit struct {
 	// over-limit packets.
 	MaxViolations int `json:"maxViolations"`
 	// BytesPerSecond is the sustained inbound bytes per second per session
-	// (bodies, decompressed payloads and WebSocket control frames); 0 disables.
-	BytesPerSecond float64 `json:"bytesPerSecond"`
-	// BytesBurst is the byte bucket size.
-	BytesBurst int `json:"bytesBurst"`
+	// (bodies, decompressed payloads and WebSocket control frames); 0 takes
+	// the engine default (DefaultBytesPerSecond), a negative value disables.
+	BytesPerSecond float64 `json:"bytesPerSecond,omitempty"`
+	// BytesBurst is the byte bucket size; 0 takes DefaultBytesBurst.
+	BytesBurst int `json:"bytesBurst,omitempty"`
 }
 
 // Auth holds authentication options.
@@ -310,6 +311,13 @@ type Log struct {
 	// Level is "debug", "info" (default), "warn" or "error".
 	Level string `json:"level,omitempty"`
 }
+
+// Defaults of the per-session inbound byte rate (limits.rateLimit.bytesPerSecond
+// and bytesBurst, whose zero value means these).
+const (
+	DefaultBytesPerSecond = 1 << 20
+	DefaultBytesBurst     = 4 << 20
+)
 
 // Default ports of the embedded configuration.
 const (
@@ -347,7 +355,7 @@ func Default() Config {
 			MaxConnections:          10000,
 			MaxConnectionsPerIP:     10,
 			PerIPExempt:             []string{"127.0.0.0/8", "::1/128"},
-			RateLimit:               RateLimit{PacketsPerSecond: 100, Burst: 200, MaxViolations: 100, BytesPerSecond: 1 << 20, BytesBurst: 4 << 20},
+			RateLimit:               RateLimit{PacketsPerSecond: 100, Burst: 200, MaxViolations: 100},
 			HeartbeatTimeout:        D(90 * time.Second),
 			AuthTimeout:             D(10 * time.Second),
 			MaxAuthAttempts:         5,
@@ -499,11 +507,8 @@ func (c Config) Validate() error {
 			bad(fmt.Sprintf("limits.perIPExempt[%d]", i), "%v", err)
 		}
 	}
-	if l.RateLimit.PacketsPerSecond < 0 || l.RateLimit.Burst < 0 || l.RateLimit.MaxViolations < 0 || l.RateLimit.BytesPerSecond < 0 || l.RateLimit.BytesBurst < 0 {
-		bad("limits.rateLimit", "values must not be negative")
-	}
-	if l.RateLimit.BytesPerSecond > 0 && l.RateLimit.BytesBurst < 1 {
-		bad("limits.rateLimit.bytesBurst", "must be at least 1 when bytesPerSecond is set")
+	if l.RateLimit.PacketsPerSecond < 0 || l.RateLimit.Burst < 0 || l.RateLimit.MaxViolations < 0 || l.RateLimit.BytesBurst < 0 {
+		bad("limits.rateLimit", "values must not be negative (bytesPerSecond excepted: negative disables it)")
 	}
 	if l.PreAuthMaxPacketSize < 64 || l.PreAuthMaxPacketSize > 64<<20 {
 		// Above maxPacketSize it has no effect: the smaller limit applies.

@@ -80,8 +80,7 @@ func TestParseErrors(t *testing.T) {
 		{"limits: {preAuthMaxPacketSize: 10}", "limits.preAuthMaxPacketSize: must be 64..67108864"},
 		{"limits: {closeLinger: 0s}", "limits.closeLinger: must be positive"},
 		{"limits: {closeQuiet: -1s}", "limits.closeQuiet: must be positive"},
-		{"limits: {rateLimit: {bytesPerSecond: -1}}", "limits.rateLimit: values must not be negative"},
-		{"limits: {rateLimit: {bytesPerSecond: 100, bytesBurst: 0}}", "limits.rateLimit.bytesBurst: must be at least 1"},
+		{"limits: {rateLimit: {bytesBurst: -1}}", "limits.rateLimit: values must not be negative"},
 		{"limits: {authFailures: {perIP: -1}}", "limits.authFailures.perIP: must not be negative"},
 		{"limits: {authFailures: {cooldown: 0s}}", "limits.authFailures.cooldown: must be positive"},
 		{"protocol: {authenticateMsgIds: [\"\"]}", "protocol.authenticateMsgIds[0]: must be 1..255 bytes"},
@@ -99,7 +98,7 @@ func TestParseErrors(t *testing.T) {
 func TestEdgeOptions(t *testing.T) {
 	d := Default()
 	if d.Limits.PreAuthMaxPacketSize != 64<<10 || d.Limits.CloseLinger.Duration != 2*time.Second || d.Limits.CloseQuiet.Duration != 250*time.Millisecond ||
-		d.Limits.RateLimit.BytesPerSecond != 1<<20 || d.Limits.RateLimit.BytesBurst != 4<<20 ||
+		d.Limits.RateLimit.BytesPerSecond != 0 || d.Limits.RateLimit.BytesBurst != 0 ||
 		d.Limits.AuthFailures != (AuthFailures{PerIP: 20, Window: D(time.Minute), Cooldown: D(time.Minute)}) ||
 		len(d.Protocol.AuthenticateMsgIDs.Names()) != 2 {
 		t.Fatalf("defaults: %+v %+v", d.Limits, d.Protocol)

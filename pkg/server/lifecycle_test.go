@@ -338,7 +338,7 @@ func TestWebSocketCloseCodeAndReason(t *testing.T) {
 // limit; a ping flood is closed RateLimited.
 func TestWebSocketPingFloodClosed(t *testing.T) {
 	c, _ := testConfig(t)
-	c.Limits.RateLimit = config.RateLimit{PacketsPerSecond: 100, Burst: 200, MaxViolations: 100, BytesPerSecond: 1 << 20, BytesBurst: 4 << 20}
+	c.Limits.RateLimit = config.RateLimit{PacketsPerSecond: 100, Burst: 200, MaxViolations: 100}
 	srv := startServer(t, c)
 	fc := dialFrames(t, srv, transport.KindWebSocket, "pinger").(*wsFrameConn)
 	s, _ := srv.Manager().ByAccount("pinger")

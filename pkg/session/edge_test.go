@@ -311,7 +311,7 @@ func TestPermittedPacketResetsViolations(t *testing.T) {
 func TestOptionsFromConfigEdgeOptions(t *testing.T) {
 	c := config.Default()
 	c.Protocol.AuthenticateMsgID = "Login"
-	c.Limits.RateLimit.BytesPerSecond = 0
+	c.Limits.RateLimit.BytesPerSecond = -1
 	c.Limits.AuthFailures.PerIP = 0
 	o, err := OptionsFromConfig(c, HandlerFuncs{}, nil)
 	if err != nil {
@@ -324,7 +324,11 @@ func TestOptionsFromConfigEdgeOptions(t *testing.T) {
 		t.Fatalf("AuthenticateMsgIDs = %q", o.AuthenticateMsgIDs)
 	}
 	if o.BytesPerSecond >= 0 || o.AuthFailuresPerIP >= 0 {
-		t.Fatalf("0 in the config must disable: bytes %v, auth failures %d", o.BytesPerSecond, o.AuthFailuresPerIP)
+		t.Fatalf("bytes -1 and perIP 0 must disable: bytes %v, auth failures %d", o.BytesPerSecond, o.AuthFailuresPerIP)
+	}
+	d, _ := OptionsFromConfig(config.Default(), HandlerFuncs{}, nil)
+	if err := d.setDefaults(); err != nil || d.BytesPerSecond != config.DefaultBytesPerSecond || d.BytesBurst != config.DefaultBytesBurst {
+		t.Fatalf("default byte rate %v burst %d (%v)", d.BytesPerSecond, d.BytesBurst, err)
 	}
 	if o.PreAuthMaxPacketSize != 64<<10 || o.CloseLinger != 2*time.Second || o.CloseQuiet != 250*time.Millisecond || o.AuthCooldown != time.Minute {
 		t.Fatalf("options = %+v", o)

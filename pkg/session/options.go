@@ -140,9 +140,6 @@ func OptionsFromConfig(c config.Config, h Handler, log *slog.Logger) (Options, e
 		AuthFailureWindow:    c.Limits.AuthFailures.Window.Duration,
 		AuthCooldown:         c.Limits.AuthFailures.Cooldown.Duration,
 	}
-	if c.Limits.RateLimit.BytesPerSecond == 0 {
-		o.BytesPerSecond = -1
-	}
 	if c.Limits.AuthFailures.PerIP == 0 {
 		o.AuthFailuresPerIP = -1
 	}
@@ -193,13 +190,13 @@ func (o *Options) setDefaults() error {
 		o.AuthenticateMsgIDs = append(o.AuthenticateMsgIDs, o.AuthenticateMsgID)
 	}
 	setInt(&o.PreAuthMaxPacketSize, d.Limits.PreAuthMaxPacketSize)
-	setInt(&o.BytesBurst, d.Limits.RateLimit.BytesBurst)
+	setInt(&o.BytesBurst, config.DefaultBytesBurst)
 	setDur(&o.CloseLinger, d.Limits.CloseLinger.Duration)
 	setDur(&o.CloseQuiet, d.Limits.CloseQuiet.Duration)
 	setDur(&o.AuthFailureWindow, d.Limits.AuthFailures.Window.Duration)
 	setDur(&o.AuthCooldown, d.Limits.AuthFailures.Cooldown.Duration)
 	if o.BytesPerSecond == 0 {
-		o.BytesPerSecond = d.Limits.RateLimit.BytesPerSecond
+		o.BytesPerSecond = config.DefaultBytesPerSecond
 	}
 	if o.AuthFailuresPerIP == 0 {
 		o.AuthFailuresPerIP = d.Limits.AuthFailures.PerIP
