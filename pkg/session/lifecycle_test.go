@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -209,11 +208,34 @@ func TestAuthenticateMsgIDsAndReauthentication(t *testing.T) {
 	}
 }
 
-var _ sync.Locker // keep sync imported for later tests
-
 // echoPacket answers a request with its payload.
 func echoPacket(s *Session, p *Packet) {
 	if p.IsRequest() {
 		_ = s.Reply(p, protocol.Success, p.Payload)
+	}
+}
+
+// After Close from another goroutine no packet reaches OnPacket: a request
+// read after the close point is answered ServerDraining by the engine.
+func TestNoPacketReachesHandlerAfterClose(t *testing.T) {
+	var handled atomic.Int64
+	h, _ := newHarness(t, Options{Handler: HandlerFuncs{
+		Auth:   func(_ *Session, p *Packet) AuthResult { return AuthResult{AccountID: string(p.Payload)} },
+		Packet: func(s *Session, p *Packet) { handled.Add(1); echoPacket(s, p) },
+	}})
+	rc := h.dial()
+	s := h.auth(rc, "closing")
+	s.Close(AppClosed) // from this goroutine, while the reader waits
+	rc.send("EchoRequest", 2, 0, []byte("late"))
+	r := rc.read()
+	if r.MsgSeq != 2 || r.ErrorCode != protocol.ServerDraining || r.ID != "EchoReply" {
+		t.Fatalf("answer after the close point = %+v", r.Header)
+	}
+	rc.expectClosed()
+	if n := handled.Load(); n != 0 {
+		t.Fatalf("OnPacket called %d times after Close", n)
+	}
+	if got := h.mgr.Stats().Closed[AppClosed]; got != 1 {
+		waitFor(t, "close counted", func() bool { return h.mgr.Stats().Closed[AppClosed] == 1 })
 	}
 }
