@@ -459,6 +459,9 @@ func (m *Manager) Range(fn func(*Session) bool) {
 func (m *Manager) SetDraining(on bool) {
 	m.mu.Lock()
 	m.draining = on
+	if !on {
+		m.drain = nil // sessions registering from now on are not drained
+	}
 	m.mu.Unlock()
 }
 
@@ -469,8 +472,10 @@ func (m *Manager) Draining() bool {
 	return m.draining
 }
 
-// CloseAll closes every open session with reason (flushing what is queued for
-// each) and waits until they have ended or ctx is done.
+// CloseAll closes every open session with reason (each with the lingering
+// close: what is queued is written first) and waits until they have ended
+// or ctx is done. A session still in OnConnect is closed when it registers,
+// as is any session served afterwards: CloseAll ends the manager's service.
 func (m *Manager) CloseAll(ctx context.Context, reason CloseReason) error {
 	if reason == ReasonNone {
 		reason = AppClosed
