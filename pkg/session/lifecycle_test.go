@@ -239,3 +239,36 @@ func TestNoPacketReachesHandlerAfterClose(t *testing.T) {
 		waitFor(t, "close counted", func() bool { return h.mgr.Stats().Closed[AppClosed] == 1 })
 	}
 }
+
+// CloseAll reaches a session still in OnConnect: it is closed when it
+// registers, and CloseAll returns once it has ended.
+func TestCloseAllReachesSessionInOnConnect(t *testing.T) {
+	connecting := make(chan struct{})
+	release := make(chan struct{})
+	h, _ := newHarness(t, Options{Handler: HandlerFuncs{
+		Connect: func(*Session) error { close(connecting); <-release; return nil },
+	}})
+	rc := h.dial()
+	<-connecting
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := contextWithTimeout()
+		defer cancel()
+		done <- h.mgr.CloseAll(ctx, ServerShutdown)
+	}()
+	// CloseAll has taken its snapshot (empty) by the time a Wait would block;
+	// let the session register only then.
+	waitFor(t, "CloseAll to start", func() bool {
+		h.mgr.mu.RLock()
+		defer h.mgr.mu.RUnlock()
+		return h.mgr.closeAll != ReasonNone
+	})
+	close(release)
+	rc.expectClosed()
+	if err := <-done; err != nil {
+		t.Fatalf("CloseAll: %v", err)
+	}
+	if got := h.mgr.Stats().Closed[ServerShutdown]; got != 1 {
+		t.Fatalf("closes = %v", h.mgr.Stats().Closed)
+	}
+}
