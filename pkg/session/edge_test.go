@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -333,5 +334,58 @@ func TestOptionsFromConfigEdgeOptions(t *testing.T) {
 	}
 	if o.PreAuthMaxPacketSize != 64<<10 || o.CloseLinger != 2*time.Second || o.CloseQuiet != 250*time.Millisecond || o.AuthCooldown != time.Minute {
 		t.Fatalf("options = %+v", o)
+	}
+}
+
+// Regression (issue 7): per-session buffers are not kept after a burst.
+// After every session has written a 1 MiB burst and gone idle, the heap is
+// back near where it was before (retaining the burst's buffers would keep
+// at least 1 MiB per session).
+func TestBuffersReleasedAfterBurst(t *testing.T) {
+	const sessions, burst, chunk = 20, 1 << 20, 64 << 10
+	h, _ := newHarness(t, Options{MaxPendingOutboundBytes: 4 << 20, RatePerSecond: -1})
+	clients := make([]*rawClient, sessions)
+	list := make([]*Session, sessions)
+	for i := range clients {
+		clients[i] = h.dial()
+		list[i] = h.auth(clients[i], fmt.Sprint("burst-", i))
+	}
+	roundTrip := func() {
+		for _, rc := range clients {
+			rc.send("@Heart@Beat@", 0, 0, nil)
+			if r := rc.read(); r.ID != "@Heart@Beat@" {
+				t.Fatalf("heartbeat reply = %+v", r.Header)
+			}
+		}
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	roundTrip()
+	before := heap()
+	payload := make([]byte, chunk)
+	for _, s := range list {
+		for range burst / chunk {
+			if err := s.Push("Burst", 0, payload); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, rc := range clients {
+		for range burst / chunk {
+			if r := rc.read(); r.ID != "Burst" {
+				t.Fatalf("push = %+v", r.Header)
+			}
+		}
+	}
+	roundTrip() // every reader and writer is back to waiting
+	payload = nil
+	after := heap()
+	if after > before && after-before > sessions*burst/4 {
+		t.Fatalf("heap grew by %d bytes after a %d-byte burst on each of %d sessions", after-before, burst, sessions)
 	}
 }
