@@ -389,3 +389,59 @@ func TestBuffersReleasedAfterBurst(t *testing.T) {
 		t.Fatalf("heap grew by %d bytes after a %d-byte burst on each of %d sessions", after-before, burst, sessions)
 	}
 }
+
+// Large frames are limited by size, not only by count: over the byte rate a
+// request gets RateLimitExceeded, and sustained abuse closes RateLimited.
+func TestByteRateLimitsLargeFrames(t *testing.T) {
+	h, _ := newHarness(t, Options{RatePerSecond: -1, BytesPerSecond: 1024, BytesBurst: 64 << 10, MaxRateViolations: 3})
+	rc := h.dial()
+	s := h.auth(rc, "bulky")
+	big := make([]byte, 60<<10)
+	rc.send("EchoRequest", 2, 0, big) // within the burst
+	if r := rc.read(); r.MsgSeq != 2 || r.ErrorCode != 0 {
+		t.Fatalf("first large request = %+v", r.Header)
+	}
+	for seq := uint16(3); seq <= 5; seq++ {
+		rc.send("EchoRequest", seq, 0, big)
+		if r := rc.read(); r.MsgSeq != seq || r.ErrorCode != protocol.RateLimitExceeded {
+			t.Fatalf("request %d over the byte rate = %+v", seq, r.Header)
+		}
+	}
+	rc.expectClosed()
+	if got := h.waitReason(s.ID()); got != RateLimited {
+		t.Fatalf("reason = %s", got)
+	}
+}
+
+// Over real sockets: a reconnect token authenticates once on a server; a
+// replay, a forged and an expired token get ErrorCode 5 and the connection
+// stays open.
+func TestReconnectTokenReplayRefused(t *testing.T) {
+	key := []byte("0123456789abcdef0123456789abcdef")
+	tokens, _ := NewTokens(key, time.Minute)
+	h, _ := newHarness(t, Options{Tokens: tokens})
+	tok, _ := tokens.Issue("traveller", 7)
+	first := h.dial()
+	first.send("AuthenticateRequest", 1, 0, []byte(tok))
+	if r := first.read(); r.ErrorCode != 0 {
+		t.Fatalf("token = %+v", r.Header)
+	}
+	if s, ok := h.mgr.ByAccount("traveller"); !ok || s.StageID() != 7 {
+		t.Fatal("token did not restore account and stage")
+	}
+	forger, _ := NewTokens([]byte("another-key-another-key-another!"), time.Minute)
+	forged, _ := forger.Issue("traveller", 7)
+	expiredIssuer, _ := NewTokens(key, time.Nanosecond)
+	expired, _ := expiredIssuer.Issue("traveller", 7)
+	second := h.dial()
+	for i, bad := range []string{tok, forged, expired} {
+		second.send("AuthenticateRequest", uint16(i+1), 0, []byte(bad))
+		if r := second.read(); r.ErrorCode != protocol.AuthenticationFailed {
+			t.Fatalf("bad token %d = %+v", i, r.Header)
+		}
+	}
+	second.send("@Heart@Beat@", 0, 0, nil)
+	if r := second.read(); r.ID != "@Heart@Beat@" {
+		t.Fatalf("connection closed after refused tokens: %+v", r.Header)
+	}
+}
