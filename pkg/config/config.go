@@ -237,7 +237,9 @@ type Limits struct {
 	PerIPExempt []string `json:"perIPExempt,omitempty"`
 	// RateLimit limits packets per session.
 	RateLimit RateLimit `json:"rateLimit"`
-	// HeartbeatTimeout closes a session with no inbound frame for this long.
+	// HeartbeatTimeout closes a session that has heartbeated and then sent no
+	// frame for this long; silent clients are watched by TCP keepalive or
+	// WebSocket pings instead (protocol.md section 3).
 	HeartbeatTimeout Duration `json:"heartbeatTimeout"`
 	// AuthTimeout closes a session that has not authenticated within this long.
 	AuthTimeout Duration `json:"authTimeout"`

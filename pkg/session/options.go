@@ -49,13 +49,17 @@ type Options struct {
 	RateBurst int
 	// MaxRateViolations closes a session after this many consecutive over-limit packets (default 100).
 	MaxRateViolations int
-	// HeartbeatTimeout closes a session with no inbound frame for this long (default 90s).
+	// HeartbeatTimeout closes a session that has sent a heartbeat and then no
+	// inbound frame for this long (default 90s). A session that never
+	// heartbeats is not timed out; its dead peer is found within about this
+	// long by TCP keepalive and TCP_USER_TIMEOUT, or WebSocket pings.
 	HeartbeatTimeout time.Duration
 	// AuthTimeout closes a session not authenticated within this long (default 10s).
 	AuthTimeout time.Duration
 	// MaxAuthAttempts closes a session after this many failed authentications (default 5).
 	MaxAuthAttempts int
-	// MaxPendingOutboundBytes bounds a session's unsent bytes (default 1 MiB).
+	// MaxPendingOutboundBytes bounds a session's unsent bytes (default 1 MiB);
+	// the answers of a lingering close have a queue of the same bound.
 	MaxPendingOutboundBytes int
 	// WriteTimeout bounds one socket write (default 5s).
 	WriteTimeout time.Duration
