@@ -208,6 +208,26 @@ func TestAuthenticateMsgIDsAndReauthentication(t *testing.T) {
 	}
 }
 
+// An application may refuse a second authentication with ErrorCode 7; that
+// is not counted as a failed authentication.
+func TestSecondAuthenticationRefusedByApplication(t *testing.T) {
+	h, _ := newHarness(t, Options{Handler: HandlerFuncs{Auth: func(s *Session, p *Packet) AuthResult {
+		if s.Authenticated() {
+			return AuthResult{ErrorCode: protocol.AlreadyAuthenticated}
+		}
+		return AuthResult{AccountID: string(p.Payload)}
+	}}})
+	rc := h.dial()
+	s := h.auth(rc, "once")
+	rc.send("AuthenticateRequest", 2, 0, []byte("other"))
+	if r := rc.read(); r.ErrorCode != protocol.AlreadyAuthenticated || r.MsgSeq != 2 {
+		t.Fatalf("second authentication = %+v", r.Header)
+	}
+	if s.AccountID() != "once" || h.mgr.Stats().AuthFailures != 0 {
+		t.Fatalf("account %q, failures %d", s.AccountID(), h.mgr.Stats().AuthFailures)
+	}
+}
+
 // echoPacket answers a request with its payload.
 func echoPacket(s *Session, p *Packet) {
 	if p.IsRequest() {

@@ -791,6 +791,11 @@ func (s *Session) authenticate(p *Packet) bool {
 	if replyID == "" {
 		replyID = p.ReplyMsgID()
 	}
+	if res.AccountID == "" && res.ErrorCode == protocol.AlreadyAuthenticated && s.authenticated.Load() {
+		// The application refuses a second authentication: not a failure.
+		_ = s.ReplyAs(p, replyID, res.ErrorCode, res.ReplyPayload)
+		return true
+	}
 	if res.AccountID == "" {
 		m.stats.authFailed.Add(1)
 		s.authAttempts++
