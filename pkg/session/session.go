@@ -803,8 +803,10 @@ func (s *Session) authenticate(p *Packet) bool {
 		if code == protocol.Success {
 			code = protocol.AuthenticationFailed
 		}
-		_ = s.ReplyAs(p, replyID, code, res.ReplyPayload)
+		// Charge the address before answering, so a client that reconnects
+		// on the answer already meets its cool-down.
 		m.authFailed(s.remote)
+		_ = s.ReplyAs(p, replyID, code, res.ReplyPayload)
 		if s.authAttempts >= m.opts.MaxAuthAttempts {
 			m.opts.Logger.Info("session closed after failed authentication", "session", s.id, "remote", s.remote.String(), "attempts", s.authAttempts)
 			s.Close(AuthFailed)
