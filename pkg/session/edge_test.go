@@ -24,7 +24,7 @@ import (
 // its @Drain@ when it registers and is closed ServerShutdown (not aborted).
 func TestDrainReachesEverySession(t *testing.T) {
 	key := []byte("0123456789abcdef0123456789abcdef")
-	tokens, _ := NewTokens(key, 200*time.Millisecond)
+	tokens, _ := NewTokens(key, time.Minute)
 	connecting := make(chan struct{}, 1)
 	release := make(chan struct{})
 	h, _ := newHarness(t, Options{Tokens: tokens, Handler: HandlerFuncs{
@@ -46,14 +46,20 @@ func TestDrainReachesEverySession(t *testing.T) {
 	late := h.dial() // session 3: blocked in OnConnect
 	<-connecting
 
-	const timeout = 2 * time.Second
+	// Long enough that the retry moments (80% of it, spread) pass the
+	// one-second precision of a token's expiry.
+	const timeout = 4 * time.Second
 	start := time.Now()
 	done := make(chan error, 1)
 	go func() { done <- h.mgr.Drain(t.Context(), timeout) }()
 	waitFor(t, "drain to start", h.mgr.Draining)
 	close(release)
 
-	for name, rc := range map[string]*rawClient{"authenticated": authed, "unauthenticated": anon, "in OnConnect": late} {
+	for _, tc := range []struct {
+		name string
+		rc   *rawClient
+	}{{"authenticated", authed}, {"unauthenticated", anon}, {"in OnConnect", late}} {
+		name, rc := tc.name, tc.rc
 		r := rc.read()
 		var n DrainNotice
 		if r.ID != DrainMsgID || json.Unmarshal(r.Payload, &n) != nil {
@@ -68,6 +74,7 @@ func TestDrainReachesEverySession(t *testing.T) {
 				t.Fatal(err)
 			}
 			retry := start.Add(time.Duration(n.RetryAfterMs) * time.Millisecond)
+			// Expiry has one-second precision.
 			if exp := c.ExpiresAt.Time; exp.Before(retry.Add(tokens.Lifetime()).Add(-time.Second)) {
 				t.Fatalf("token expires at %s, before retry %s + lifetime", exp, retry)
 			}
