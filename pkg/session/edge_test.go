@@ -285,7 +285,7 @@ func TestSilentClientStaysHeartbeatingClientTimesOut(t *testing.T) {
 // Regression (issue 7): a permitted packet between rate-limit violations
 // resets the consecutive count.
 func TestPermittedPacketResetsViolations(t *testing.T) {
-	h, _ := newHarness(t, Options{RatePerSecond: 5, RateBurst: 2, MaxRateViolations: 3})
+	h, _ := newHarness(t, Options{RatePerSecond: 2, RateBurst: 2, MaxRateViolations: 3})
 	rc := h.dial()
 	s := h.auth(rc, "bursty") // takes one token
 	seq := uint16(2)
