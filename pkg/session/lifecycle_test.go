@@ -292,3 +292,28 @@ func TestCloseAllReachesSessionInOnConnect(t *testing.T) {
 		t.Fatalf("closes = %v", h.mgr.Stats().Closed)
 	}
 }
+
+// A request being handled when the drain reaches the session's close point
+// is still answered by the application (exactly one answer), before the
+// lingering close ends the connection.
+func TestReplyInFlightAtDrainClosePointDelivered(t *testing.T) {
+	h, th := newHarness(t, Options{})
+	rc := h.dial()
+	s := h.auth(rc, "inflight")
+	rc.send("SlowRequest", 2, 0, []byte("answer me"))
+	<-th.entered
+	done := make(chan error, 1)
+	go func() { done <- h.mgr.Drain(t.Context(), 2*time.Second) }()
+	waitFor(t, "the close point", func() bool { return s.CloseReason() == ServerShutdown })
+	close(th.release)
+	if r := rc.read(); r.ID != DrainMsgID {
+		t.Fatalf("first packet = %+v", r.Header)
+	}
+	if r := rc.read(); r.MsgSeq != 2 || r.ErrorCode != 0 || string(r.Payload) != "answer me" {
+		t.Fatalf("reply to the request in flight = %+v", r.Header)
+	}
+	rc.expectClosed()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
