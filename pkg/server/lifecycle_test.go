@@ -94,24 +94,7 @@ func decode(body []byte) (packet, error) {
 // dialFrames connects to srv over kind (tcp or ws) and authenticates as account.
 func dialFrames(t *testing.T, srv *Server, kind transport.Kind, account string) frameConn {
 	t.Helper()
-	var fc frameConn
-	switch kind {
-	case transport.KindTCP:
-		c, err := net.Dial("tcp", srv.Addr(kind).String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		fc = &tcpFrameConn{c: c, fr: protocol.NewFrameReader(c, 4<<20)}
-	case transport.KindWebSocket:
-		ws, _, err := websocket.DefaultDialer.Dial(wsURL("ws", srv.Addr(kind)), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fc = &wsFrameConn{ws: ws}
-	default:
-		t.Fatalf("transport %s", kind)
-	}
-	t.Cleanup(fc.close)
+	fc := rawDial(t, srv, kind)
 	b, _ := protocol.AppendRequest(nil, "AuthenticateRequest", 1, 0, []byte(account))
 	if err := fc.send(b); err != nil {
 		t.Fatal(err)
@@ -445,4 +428,70 @@ func TestSilentWebSocketClientStays(t *testing.T) {
 	case <-time.After(testTimeout):
 		t.Fatal("no echo")
 	}
+}
+
+// The ErrorCode 5 answer before an AuthFailed close reaches the client, then
+// a proper close (Close frame 1008 "AuthFailed" on WebSocket), and a frame
+// over limits.preAuthMaxPacketSize before authentication closes 1009
+// "FrameTooLarge".
+func TestAuthFailedAndPreAuthLimitCloses(t *testing.T) {
+	c, _ := testConfig(t)
+	c.Limits.MaxAuthAttempts = 1
+	c.Limits.PreAuthMaxPacketSize = 1024
+	srv := startServer(t, c)
+	for _, kind := range []transport.Kind{transport.KindTCP, transport.KindWebSocket} {
+		t.Run(string(kind), func(t *testing.T) {
+			dialFrames(t, srv, kind, "neighbour-"+string(kind)) // an authenticated neighbour, unaffected
+			bad := rawDial(t, srv, kind)
+			b, _ := protocol.AppendRequest(nil, "AuthenticateRequest", 1, 0, nil) // the echo app refuses empty credentials
+			if err := bad.send(b); err != nil {
+				t.Fatal(err)
+			}
+			if p, err := bad.recv(); err != nil || p.code != protocol.AuthenticationFailed || p.seq != 1 {
+				t.Fatalf("failed auth answer = %+v %v", p, err)
+			}
+			_, err := bad.recv()
+			checkClose(t, kind, err, 1008, session.AuthFailed)
+
+			big := rawDial(t, srv, kind)
+			b, _ = protocol.AppendRequest(nil, "AuthenticateRequest", 1, 0, make([]byte, 2000))
+			if err := big.send(b); err != nil {
+				t.Fatal(err)
+			}
+			_, err = big.recv()
+			if kind == transport.KindWebSocket {
+				var ce *websocket.CloseError
+				if !errors.As(err, &ce) || ce.Code != 1009 {
+					t.Fatalf("websocket end = %v, want close 1009", err)
+				}
+			} else if err == nil {
+				t.Fatal("frame over the pre-auth limit answered")
+			}
+		})
+	}
+	waitFor(t, "FrameTooLarge closes", func() bool { return srv.Manager().Stats().Closed[session.FrameTooLarge] == 2 })
+}
+
+// rawDial connects over kind (tcp or ws) without authenticating.
+func rawDial(t *testing.T, srv *Server, kind transport.Kind) frameConn {
+	t.Helper()
+	var fc frameConn
+	switch kind {
+	case transport.KindTCP:
+		c, err := net.Dial("tcp", srv.Addr(kind).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		fc = &tcpFrameConn{c: c, fr: protocol.NewFrameReader(c, 4<<20)}
+	case transport.KindWebSocket:
+		ws, _, err := websocket.DefaultDialer.Dial(wsURL("ws", srv.Addr(kind)), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fc = &wsFrameConn{ws: ws}
+	default:
+		t.Fatalf("transport %s", kind)
+	}
+	t.Cleanup(fc.close)
+	return fc
 }
