@@ -53,6 +53,47 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// MsgIDList is a list of message names that reads and writes as a YAML/JSON
+// list. It is stored as one string so the structs holding it stay
+// comparable with ==.
+type MsgIDList string
+
+// msgIDSep separates the names inside a MsgIDList.
+const msgIDSep = "\n"
+
+// MsgIDs makes a MsgIDList.
+func MsgIDs(names ...string) MsgIDList { return MsgIDList(strings.Join(names, msgIDSep)) }
+
+// Names returns the list's names (nil when empty).
+func (l MsgIDList) Names() []string {
+	if l == "" {
+		return nil
+	}
+	return strings.Split(string(l), msgIDSep)
+}
+
+// MarshalJSON writes the list as a JSON array.
+func (l MsgIDList) MarshalJSON() ([]byte, error) {
+	names := l.Names()
+	if names == nil {
+		names = []string{}
+	}
+	return json.Marshal(names)
+}
+
+// UnmarshalJSON reads a JSON array of names.
+func (l *MsgIDList) UnmarshalJSON(b []byte) error {
+	var names []string
+	if err := json.Unmarshal(b, &names); err != nil {
+		return fmt.Errorf("invalid message id list %s: want a list of names", string(b))
+	}
+	if len(names) == 1 && names[0] == "" {
+		names = append(names, "") // keep an explicit empty name visible to Validate
+	}
+	*l = MsgIDs(names...)
+	return nil
+}
+
 // Request header formats accepted on the wire (protocol.md section 2).
 const (
 	// RequestHeaderCompact is the header the official connectors send (default).
@@ -170,8 +211,13 @@ type Protocol struct {
 	RequestHeader string `json:"requestHeader,omitempty"`
 	// HeartbeatMsgID is the heartbeat message name.
 	HeartbeatMsgID string `json:"heartbeatMsgId,omitempty"`
-	// AuthenticateMsgID is the message name that must open a session.
+	// AuthenticateMsgID is the message name that must open a session (the
+	// older single-name form, kept for existing configurations; it is added
+	// to AuthenticateMsgIDs).
 	AuthenticateMsgID string `json:"authenticateMsgId,omitempty"`
+	// AuthenticateMsgIDs lists the message names that authenticate a session
+	// (default AuthenticateRequest and AuthenticateReq).
+	AuthenticateMsgIDs MsgIDList `json:"authenticateMsgIds,omitempty"`
 	// Compression configures outbound LZ4.
 	Compression Compression `json:"compression"`
 }
@@ -196,7 +242,9 @@ type Limits struct {
 	PerIPExempt []string `json:"perIPExempt,omitempty"`
 	// RateLimit limits packets per session.
 	RateLimit RateLimit `json:"rateLimit"`
-	// HeartbeatTimeout closes a session with no inbound frame for this long.
+	// HeartbeatTimeout closes a session that has heartbeated and then sent no
+	// frame for this long; silent clients are watched by TCP keepalive or
+	// WebSocket pings instead (protocol.md section 3).
 	HeartbeatTimeout Duration `json:"heartbeatTimeout"`
 	// AuthTimeout closes a session that has not authenticated within this long.
 	AuthTimeout Duration `json:"authTimeout"`
@@ -217,6 +265,29 @@ type Limits struct {
 	// (default 256 MiB; 0 disables). A read that would pass it closes its
 	// connection (InboundBudgetExceeded).
 	InboundBudgetBytes int64 `json:"inboundBudgetBytes"`
+
+	// PreAuthMaxPacketSize is the largest frame body accepted before
+	// authentication (larger: close FrameTooLarge); maxPacketSize applies
+	// when it is smaller.
+	PreAuthMaxPacketSize int `json:"preAuthMaxPacketSize"`
+	// CloseLinger bounds each phase of a lingering close: answering requests
+	// read after the close point (ErrorCode 19), then reading and discarding
+	// after the half-close until the peer closes.
+	CloseLinger Duration `json:"closeLinger"`
+	// CloseQuiet ends the answering phase once no request has arrived for this long.
+	CloseQuiet Duration `json:"closeQuiet"`
+	// AuthFailures is the per-IP failed-authentication budget.
+	AuthFailures AuthFailures `json:"authFailures"`
+}
+
+// AuthFailures is a per-IP (IPv6 per /64) budget of failed authentications.
+type AuthFailures struct {
+	// PerIP failures within Window start a cool-down; 0 disables.
+	PerIP int `json:"perIP"`
+	// Window is the period failures are counted over.
+	Window Duration `json:"window"`
+	// Cooldown is how long new connections from the address are refused.
+	Cooldown Duration `json:"cooldown"`
 }
 
 // RateLimit is a token bucket per session.
@@ -228,6 +299,12 @@ type RateLimit struct {
 	// MaxViolations closes the session (RateLimited) after this many consecutive
 	// over-limit packets.
 	MaxViolations int `json:"maxViolations"`
+	// BytesPerSecond is the sustained inbound bytes per second per session
+	// (bodies, decompressed payloads and WebSocket control frames); 0 takes
+	// the engine default (DefaultBytesPerSecond), a negative value disables.
+	BytesPerSecond float64 `json:"bytesPerSecond,omitempty"`
+	// BytesBurst is the byte bucket size; 0 takes DefaultBytesBurst.
+	BytesBurst int `json:"bytesBurst,omitempty"`
 }
 
 // Auth holds authentication options.
@@ -250,6 +327,13 @@ type Log struct {
 	// Level is "debug", "info" (default), "warn" or "error".
 	Level string `json:"level,omitempty"`
 }
+
+// Defaults of the per-session inbound byte rate (limits.rateLimit.bytesPerSecond
+// and bytesBurst, whose zero value means these).
+const (
+	DefaultBytesPerSecond = 1 << 20
+	DefaultBytesBurst     = 4 << 20
+)
 
 // Default ports of the embedded configuration.
 const (
@@ -288,10 +372,11 @@ func Default() Config {
 		},
 		Admin: Admin{Port: DefaultAdminPort},
 		Protocol: Protocol{
-			RequestHeader:     RequestHeaderCompact,
-			HeartbeatMsgID:    "@Heart@Beat@",
-			AuthenticateMsgID: "AuthenticateRequest",
-			Compression:       Compression{Threshold: 512},
+			RequestHeader:      RequestHeaderCompact,
+			HeartbeatMsgID:     "@Heart@Beat@",
+			AuthenticateMsgID:  "AuthenticateRequest",
+			AuthenticateMsgIDs: MsgIDs("AuthenticateRequest", "AuthenticateReq"),
+			Compression:        Compression{Threshold: 512},
 		},
 		Limits: Limits{
 			MaxPacketSize:           2 << 20,
@@ -307,6 +392,10 @@ func Default() Config {
 			WriteTimeout:            D(5 * time.Second),
 			MaxHeaderBytes:          DefaultMaxHeaderBytes,
 			InboundBudgetBytes:      DefaultInboundBudgetBytes,
+			PreAuthMaxPacketSize:    64 << 10,
+			CloseLinger:             D(2 * time.Second),
+			CloseQuiet:              D(250 * time.Millisecond),
+			AuthFailures:            AuthFailures{PerIP: 20, Window: D(time.Minute), Cooldown: D(time.Minute)},
 		},
 		Auth:         Auth{Mode: AuthModeOpen, ReconnectTokenLifetime: D(5 * time.Minute)},
 		DrainTimeout: D(30 * time.Second),
@@ -421,6 +510,11 @@ func (c Config) Validate() error {
 			bad(field, "must be 1..255 bytes, got %d", len(id))
 		}
 	}
+	for i, id := range c.Protocol.AuthenticateMsgIDs.Names() {
+		if len(id) == 0 || len(id) > 255 || strings.Contains(id, msgIDSep) {
+			bad(fmt.Sprintf("protocol.authenticateMsgIds[%d]", i), "must be 1..255 bytes without a newline, got %q", id)
+		}
+	}
 	if c.Protocol.Compression.Threshold < 0 {
 		bad("protocol.compression.threshold", "must not be negative")
 	}
@@ -454,8 +548,15 @@ func (c Config) Validate() error {
 			bad(fmt.Sprintf("limits.perIPExempt[%d]", i), "%v", err)
 		}
 	}
-	if l.RateLimit.PacketsPerSecond < 0 || l.RateLimit.Burst < 0 || l.RateLimit.MaxViolations < 0 {
-		bad("limits.rateLimit", "values must not be negative")
+	if l.RateLimit.PacketsPerSecond < 0 || l.RateLimit.Burst < 0 || l.RateLimit.MaxViolations < 0 || l.RateLimit.BytesBurst < 0 {
+		bad("limits.rateLimit", "values must not be negative (bytesPerSecond excepted: negative disables it)")
+	}
+	if l.PreAuthMaxPacketSize < 64 || l.PreAuthMaxPacketSize > 64<<20 {
+		// Above maxPacketSize it has no effect: the smaller limit applies.
+		bad("limits.preAuthMaxPacketSize", "must be 64..67108864, got %d", l.PreAuthMaxPacketSize)
+	}
+	if l.AuthFailures.PerIP < 0 {
+		bad("limits.authFailures.perIP", "must not be negative, got %d", l.AuthFailures.PerIP)
 	}
 	if l.RateLimit.PacketsPerSecond > 0 && l.RateLimit.Burst < 1 {
 		bad("limits.rateLimit.burst", "must be at least 1 when packetsPerSecond is set")
@@ -465,6 +566,10 @@ func (c Config) Validate() error {
 		"limits.authTimeout":                     l.AuthTimeout,
 		"limits.tlsHandshakeTimeout":             l.TLSHandshakeTimeout,
 		"limits.writeTimeout":                    l.WriteTimeout,
+		"limits.closeLinger":                     l.CloseLinger,
+		"limits.closeQuiet":                      l.CloseQuiet,
+		"limits.authFailures.window":             l.AuthFailures.Window,
+		"limits.authFailures.cooldown":           l.AuthFailures.Cooldown,
 		"drainTimeout":                           c.DrainTimeout,
 		"auth.reconnectTokenLifetime":            c.Auth.ReconnectTokenLifetime,
 		"transports.proxyProtocol.headerTimeout": t.ProxyProtocol.HeaderTimeout,

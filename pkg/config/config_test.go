@@ -82,6 +82,13 @@ func TestParseErrors(t *testing.T) {
 		{"limits: {maxHeaderBytes: 100}", "limits.maxHeaderBytes: must be 1024..1048576"},
 		{"limits: {inboundBudgetBytes: -1}", "limits.inboundBudgetBytes: must not be negative"},
 		{"limits: {inboundBudgetBytes: 1000}", "limits.inboundBudgetBytes: must be 0 (no budget) or at least limits.maxPacketSize"},
+		{"limits: {preAuthMaxPacketSize: 10}", "limits.preAuthMaxPacketSize: must be 64..67108864"},
+		{"limits: {closeLinger: 0s}", "limits.closeLinger: must be positive"},
+		{"limits: {closeQuiet: -1s}", "limits.closeQuiet: must be positive"},
+		{"limits: {rateLimit: {bytesBurst: -1}}", "limits.rateLimit: values must not be negative"},
+		{"limits: {authFailures: {perIP: -1}}", "limits.authFailures.perIP: must not be negative"},
+		{"limits: {authFailures: {cooldown: 0s}}", "limits.authFailures.cooldown: must be positive"},
+		{"protocol: {authenticateMsgIds: [\"\"]}", "protocol.authenticateMsgIds[0]: must be 1..255 bytes"},
 	}
 	for _, tc := range cases {
 		_, err := Parse([]byte(tc.yaml))
@@ -106,6 +113,46 @@ func TestEdgeLimitDefaults(t *testing.T) {
 	}
 	if c.Limits.MaxPendingOutboundBytes != 65540 || c.Limits.MaxHeaderBytes != 8192 || c.Limits.InboundBudgetBytes != 0 || c.Transports.WebSocket.AllowMissingOrigin || !c.Transports.WSS.AllowMissingOrigin {
 		t.Fatalf("parsed: %+v %+v", c.Limits, c.Transports.WebSocket)
+	}
+}
+
+// The edge options have documented defaults, parse from YAML, and reach the
+// session options; the older single authenticateMsgId stays valid.
+func TestEdgeOptions(t *testing.T) {
+	d := Default()
+	if d.Limits.PreAuthMaxPacketSize != 64<<10 || d.Limits.CloseLinger.Duration != 2*time.Second || d.Limits.CloseQuiet.Duration != 250*time.Millisecond ||
+		d.Limits.RateLimit.BytesPerSecond != 0 || d.Limits.RateLimit.BytesBurst != 0 ||
+		d.Limits.AuthFailures != (AuthFailures{PerIP: 20, Window: D(time.Minute), Cooldown: D(time.Minute)}) ||
+		len(d.Protocol.AuthenticateMsgIDs.Names()) != 2 {
+		t.Fatalf("defaults: %+v %+v", d.Limits, d.Protocol)
+	}
+	c, err := Parse([]byte(`
+protocol:
+  authenticateMsgId: Login
+  authenticateMsgIds: [Hello]
+limits:
+  preAuthMaxPacketSize: 1024
+  closeLinger: 3s
+  closeQuiet: 100ms
+  rateLimit: {bytesPerSecond: 5000, bytesBurst: 9000}
+  authFailures: {perIP: 3, window: 10s, cooldown: 20s}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Protocol.AuthenticateMsgID != "Login" || len(c.Protocol.AuthenticateMsgIDs.Names()) != 1 || c.Limits.PreAuthMaxPacketSize != 1024 ||
+		c.Limits.CloseLinger.Duration != 3*time.Second || c.Limits.CloseQuiet.Duration != 100*time.Millisecond ||
+		c.Limits.RateLimit.BytesPerSecond != 5000 || c.Limits.RateLimit.BytesBurst != 9000 ||
+		c.Limits.AuthFailures != (AuthFailures{PerIP: 3, Window: D(10 * time.Second), Cooldown: D(20 * time.Second)}) {
+		t.Fatalf("parsed: %+v %+v", c.Limits, c.Protocol)
+	}
+	out, err := c.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := Parse(out)
+	if err != nil || back.Protocol != c.Protocol || !strings.Contains(string(out), "authenticateMsgIds:\n  - Hello") {
+		t.Fatalf("round trip: %v\n%s", err, out)
 	}
 }
 

@@ -143,6 +143,7 @@ var (
 	descRateLimited   = desc("rate_limited_total", "Packets over a session's rate limit.")
 	descAuthFailures  = desc("auth_failures_total", "Failed authentications.")
 	descSlowConsumers = desc("slow_consumers_total", "Sessions closed as slow consumers.")
+	descUnencodable   = desc("unencodable_replies_total", "Packets the application sent that could not be encoded (over maxPacketSize); a request among them was answered with ErrorCode 99 instead.")
 	descDraining      = desc("draining", "1 while the server is draining, else 0.")
 	descCertExpiry    = desc("tls_cert_expiry_timestamp_seconds", "Expiry of the served TLS certificate, as a Unix timestamp (absent without TLS).")
 )
@@ -151,7 +152,7 @@ var (
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descActive, descConnections, descDisconnects, descRejected,
 		descPacketsIn, descPacketsOut, descBytesIn, descBytesOut, descRateLimited, descAuthFailures,
-		descSlowConsumers, descDraining, descCertExpiry} {
+		descSlowConsumers, descUnencodable, descDraining, descCertExpiry} {
 		ch <- d
 	}
 }
@@ -187,6 +188,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descRateLimited, st.RateLimited)
 	counter(descAuthFailures, st.AuthFailures)
 	counter(descSlowConsumers, st.Closed[session.SlowConsumer])
+	counter(descUnencodable, st.UnencodableReplies)
 	draining := 0.0
 	if src.draining != nil && src.draining() {
 		draining = 1

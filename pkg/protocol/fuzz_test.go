@@ -333,7 +333,7 @@ func checkParseArbitrary(t *testing.T, body []byte) {
 			}
 			continue
 		}
-		if len(h.MsgID) == 0 || len(payload) > len(body) {
+		if len(payload) > len(body) {
 			t.Fatalf("format %d: MsgID %q payload %d bytes from a %d-byte body", format, h.MsgID, len(payload), len(body))
 		}
 		if len(payload) > 0 && &payload[0] != &body[len(body)-len(payload)] {
@@ -344,7 +344,17 @@ func checkParseArbitrary(t *testing.T, body []byte) {
 			if h.ErrorCode != 0 || h.OriginalSize != 0 {
 				t.Fatalf("compact header decoded with ErrorCode %d OriginalSize %d", h.ErrorCode, h.OriginalSize)
 			}
-			frame, err = AppendRequest(nil, string(h.MsgID), h.MsgSeq, h.StageID, payload)
+			if len(h.MsgID) == 0 {
+				// AppendRequest refuses an empty MsgId (valid on the wire):
+				// encode it by hand.
+				frame = binary.LittleEndian.AppendUint32(nil, uint32(compactFixed+len(payload)))
+				frame = append(frame, 0)
+				frame = binary.LittleEndian.AppendUint16(frame, h.MsgSeq)
+				frame = binary.LittleEndian.AppendUint64(frame, uint64(h.StageID))
+				frame = append(frame, payload...)
+			} else {
+				frame, err = AppendRequest(nil, string(h.MsgID), h.MsgSeq, h.StageID, payload)
+			}
 		} else {
 			if h.OriginalSize < 0 {
 				t.Fatalf("full header accepted OriginalSize %d", h.OriginalSize)
@@ -367,8 +377,15 @@ func checkParseArbitrary(t *testing.T, body []byte) {
 			t.Fatalf("full header %+v parses as compact %+v, %v", fu.h, c.h, c.err)
 		}
 	}
-	// A response is parsed exactly like a full request.
+	// A response is parsed exactly like a full request, except that it must
+	// have a MsgId.
 	h, payload, err := ParseResponse(body)
+	if res[1].err == nil && len(res[1].h.MsgID) == 0 {
+		if !errors.Is(err, ErrMalformedHeader) {
+			t.Fatalf("response with an empty MsgId: %v, want ErrMalformedHeader", err)
+		}
+		return
+	}
 	if (err == nil) != (res[1].err == nil) || !bytes.Equal(payload, res[1].payload) ||
 		!bytes.Equal(h.MsgID, res[1].h.MsgID) || h.MsgSeq != res[1].h.MsgSeq || h.StageID != res[1].h.StageID ||
 		h.ErrorCode != res[1].h.ErrorCode || h.OriginalSize != res[1].h.OriginalSize {
@@ -379,8 +396,8 @@ func checkParseArbitrary(t *testing.T, body []byte) {
 // checkHeaderRoundTrip: encoding valid fields and parsing them back is lossless;
 // invalid MsgIds are refused without touching dst.
 func checkHeaderRoundTrip(t *testing.T, msgID string, seq uint16, stage int64, code uint16, orig int32, payload []byte) {
-	valid := len(msgID) >= 1 && len(msgID) <= MaxMsgIDLen
-	prefix := []byte{0xEE} // frames are appended after existing bytes
+	valid := len(msgID) <= MaxMsgIDLen // AppendFull; AppendRequest also refuses ""
+	prefix := []byte{0xEE}             // frames are appended after existing bytes
 	same := func(what string, h Header, p []byte, wantCode uint16, wantOrig int32) {
 		t.Helper()
 		if string(h.MsgID) != msgID || h.MsgSeq != seq || h.StageID != stage || uint16(h.ErrorCode) != wantCode ||
@@ -408,7 +425,11 @@ func checkHeaderRoundTrip(t *testing.T, msgID string, seq uint16, stage int64, c
 	}
 
 	out, err := AppendRequest(slices.Clone(prefix), msgID, seq, stage, payload)
-	if frame := frameOf("AppendRequest", out, err); frame != nil {
+	if msgID == "" {
+		if !errors.Is(err, ErrMalformedHeader) || !bytes.Equal(out, prefix) {
+			t.Fatalf("AppendRequest with an empty MsgId: %v, dst %x", err, out)
+		}
+	} else if frame := frameOf("AppendRequest", out, err); frame != nil {
 		if len(frame) != LengthSize+compactFixed+len(msgID)+len(payload) {
 			t.Fatalf("compact frame of %d bytes", len(frame))
 		}
@@ -433,9 +454,9 @@ func checkHeaderRoundTrip(t *testing.T, msgID string, seq uint16, stage int64, c
 			} else {
 				h, p, err = ParseRequest(frame[LengthSize:], FullHeader)
 			}
-			if orig < 0 {
+			if orig < 0 || (what == "response" && msgID == "") {
 				if !errors.Is(err, ErrMalformedHeader) {
-					t.Fatalf("%s with OriginalSize %d: %v, want ErrMalformedHeader", what, orig, err)
+					t.Fatalf("%s with OriginalSize %d, MsgId %q: %v, want ErrMalformedHeader", what, orig, msgID, err)
 				}
 				continue
 			}

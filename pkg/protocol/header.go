@@ -55,8 +55,15 @@ func ParseRequest(body []byte, format HeaderFormat) (h Header, payload []byte, e
 }
 
 // ParseResponse decodes a response or push body (always the full layout).
+// Unlike a request, a response must have a MsgId: the engine only sends an
+// empty one in answer to a request with an empty MsgId, which the Go client
+// (AppendRequest) never sends, so to it an empty MsgId means a broken stream.
 func ParseResponse(body []byte) (h Header, payload []byte, err error) {
-	return parseFull(body, "response")
+	h, payload, err = parseFull(body, "response")
+	if err == nil && len(h.MsgID) == 0 {
+		return Header{}, nil, fmt.Errorf("%w: empty MsgId in a response", ErrMalformedHeader)
+	}
+	return h, payload, err
 }
 
 func parseFull(body []byte, what string) (h Header, payload []byte, err error) {
@@ -79,10 +86,9 @@ func parseCommon(body []byte, fixed int, what string) (h Header, n int, err erro
 	if len(body) < fixed {
 		return Header{}, 0, fmt.Errorf("%w: %s body of %d bytes is shorter than a header", ErrMalformedHeader, what, len(body))
 	}
+	// MsgIdLen 0 is valid (protocol.md section 2): the official server hands
+	// an empty MsgId to the application, and so does the engine.
 	n = int(body[0])
-	if n == 0 {
-		return Header{}, 0, fmt.Errorf("%w: empty MsgId", ErrMalformedHeader)
-	}
 	if len(body) < fixed+n {
 		return Header{}, 0, fmt.Errorf("%w: MsgIdLen %d exceeds the body", ErrMalformedHeader, n)
 	}
@@ -93,15 +99,20 @@ func parseCommon(body []byte, fixed int, what string) (h Header, n int, err erro
 }
 
 func checkMsgID(msgID string) error {
-	if len(msgID) == 0 || len(msgID) > MaxMsgIDLen {
-		return fmt.Errorf("%w: MsgId length %d not in 1..%d", ErrMalformedHeader, len(msgID), MaxMsgIDLen)
+	if len(msgID) > MaxMsgIDLen {
+		return fmt.Errorf("%w: MsgId length %d not in 0..%d", ErrMalformedHeader, len(msgID), MaxMsgIDLen)
 	}
 	return nil
 }
 
 // AppendRequest appends a whole frame (length prefix included) holding a
-// compact request to dst.
+// compact request to dst. It refuses an empty MsgId: the wire allows one (an
+// official connector's edge case the engine answers), but a client built on
+// this package has no reason to send it.
 func AppendRequest(dst []byte, msgID string, msgSeq uint16, stageID int64, payload []byte) ([]byte, error) {
+	if msgID == "" {
+		return dst, fmt.Errorf("%w: empty MsgId", ErrMalformedHeader)
+	}
 	if err := checkMsgID(msgID); err != nil {
 		return dst, err
 	}
@@ -115,7 +126,8 @@ func AppendRequest(dst []byte, msgID string, msgSeq uint16, stageID int64, paylo
 
 // AppendFull appends a whole frame holding a full header (the response layout,
 // also the "full" request layout) to dst. payload must already be compressed
-// when originalSize > 0.
+// when originalSize > 0. An empty MsgId is allowed (the answer to a request
+// with an empty MsgId).
 func AppendFull(dst []byte, h Header, msgID string, payload []byte) ([]byte, error) {
 	if err := checkMsgID(msgID); err != nil {
 		return dst, err
@@ -136,13 +148,10 @@ func ResponseSize(msgIDLen, payloadLen int) int {
 	return LengthSize + fullFixed + msgIDLen + payloadLen
 }
 
-// ReplyMsgID derives a reply's MsgId from its request's: "EchoRequest" becomes
-// "EchoReply" (the last "Request" is replaced); a name without "Request" is
-// returned unchanged.
+// ReplyMsgID derives a reply's MsgId from its request's as the official
+// server does: every "Request" becomes "Reply" ("EchoRequest" becomes
+// "EchoReply", "RequestRequest" becomes "ReplyReply"); a name without
+// "Request" is returned unchanged.
 func ReplyMsgID(requestMsgID string) string {
-	i := strings.LastIndex(requestMsgID, "Request")
-	if i < 0 {
-		return requestMsgID
-	}
-	return requestMsgID[:i] + "Reply" + requestMsgID[i+len("Request"):]
+	return strings.ReplaceAll(requestMsgID, "Request", "Reply")
 }

@@ -151,7 +151,7 @@ func TestFrameReaderTruncated(t *testing.T) {
 func TestParseRequestMalformed(t *testing.T) {
 	for _, body := range [][]byte{
 		{},
-		{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},        // MsgIdLen 0
+		{0, 0, 0, 0, 0, 0, 0, 0, 0, 0},           // one byte short of a header with MsgIdLen 0
 		{5, 'a', 'b', 0, 0, 0, 0, 0, 0, 0, 0, 0}, // MsgIdLen past the end
 	} {
 		if _, _, err := ParseRequest(body, CompactHeader); !errors.Is(err, ErrMalformedHeader) {
@@ -165,6 +165,20 @@ func TestParseRequestMalformed(t *testing.T) {
 	frame, _ := AppendFull(nil, Header{OriginalSize: -1}, "X", nil)
 	if _, _, err := ParseRequest(frame[LengthSize:], FullHeader); !errors.Is(err, ErrMalformedHeader) {
 		t.Errorf("negative OriginalSize: %v", err)
+	}
+	// MsgIdLen 0 is valid (protocol.md section 2).
+	if h, _, err := ParseRequest([]byte{0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0}, CompactHeader); err != nil || len(h.MsgID) != 0 || h.MsgSeq != 3 {
+		t.Errorf("MsgIdLen 0: %+v, %v", h, err)
+	}
+	if f, err := AppendFull(nil, Header{MsgSeq: 3}, "", nil); err != nil || len(f) != LengthSize+fullFixed {
+		t.Errorf("AppendFull with an empty MsgId: %x, %v", f, err)
+	} else if _, _, err := ParseRequest(f[LengthSize:], FullHeader); err != nil {
+		t.Errorf("full request with an empty MsgId: %v", err)
+	} else if _, _, err := ParseResponse(f[LengthSize:]); !errors.Is(err, ErrMalformedHeader) {
+		t.Errorf("response with an empty MsgId: %v, want ErrMalformedHeader", err)
+	}
+	if _, err := AppendRequest(nil, "", 1, 0, nil); !errors.Is(err, ErrMalformedHeader) {
+		t.Errorf("AppendRequest with an empty MsgId: %v", err)
 	}
 	if _, err := AppendRequest(nil, strings.Repeat("x", 256), 0, 0, nil); err == nil {
 		t.Error("AppendRequest accepted a 256-byte MsgId")
@@ -257,6 +271,9 @@ func TestReplyMsgID(t *testing.T) {
 		"AuthenticateRequest": "AuthenticateReply",
 		"Ping":                "Ping",
 		"RequestStatus":       "ReplyStatus",
+		"RequestRequest":      "ReplyReply",
+		"GetRequestRequestX":  "GetReplyReplyX",
+		"":                    "",
 	} {
 		if got := ReplyMsgID(in); got != want {
 			t.Errorf("ReplyMsgID(%q) = %q, want %q", in, got, want)

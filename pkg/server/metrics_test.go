@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/tls"
 	"net"
 	"net/http"
@@ -13,6 +14,8 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/playhouse-k8s/playhouse/pkg/client"
+	"github.com/playhouse-k8s/playhouse/pkg/protocol"
 	"github.com/playhouse-k8s/playhouse/pkg/transport"
 )
 
@@ -174,5 +177,36 @@ func TestMetricNamesLint(t *testing.T) {
 	}
 	for _, p := range problems {
 		t.Errorf("%s: %s", p.Metric, p.Text)
+	}
+}
+
+// A request whose echo cannot be encoded (its body is exactly maxPacketSize,
+// so the reply header makes it larger) is answered with ErrorCode 99 and
+// counted in playhouse_unencodable_replies_total.
+func TestUnencodableReplyMetric(t *testing.T) {
+	c, _ := testConfig(t)
+	c.Limits.MaxPacketSize = 1024
+	srv := startServer(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	cl, err := client.Dial(ctx, srv.Addr(transport.KindTCP).String(), client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if _, err := cl.Authenticate(ctx, "AuthenticateRequest", []byte("big-echo")); err != nil {
+		t.Fatal(err)
+	}
+	// Compact request body: 1 + len(MsgId) + 2 (MsgSeq) + 8 (StageId) + payload.
+	payload := make([]byte, 1024-(1+len("EchoRequest")+2+8))
+	resp, err := cl.Request(ctx, "EchoRequest", 0, payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.ErrorCode != protocol.InternalError {
+		t.Fatalf("ErrorCode = %d, want %d", resp.ErrorCode, protocol.InternalError)
+	}
+	if got := value(scrape(t, srv), "playhouse_unencodable_replies_total", nil); got != 1 {
+		t.Fatalf("playhouse_unencodable_replies_total = %v, want 1", got)
 	}
 }

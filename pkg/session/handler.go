@@ -13,9 +13,11 @@ type Handler interface {
 	// OnConnect is called when a connection becomes a session, before any
 	// packet. A non-nil error refuses it (closed with reason Refused).
 	OnConnect(s *Session) error
-	// Authenticate decides an authentication request (the configured
-	// AuthenticateMsgID). Return an AuthResult with a non-empty AccountID to
-	// accept.
+	// Authenticate decides an authentication request (one of the configured
+	// AuthenticateMsgIDs). Return an AuthResult with a non-empty AccountID to
+	// accept. It is also called for a second authentication on an
+	// authenticated session (another account rebinds the session); return
+	// ErrorCode AlreadyAuthenticated to refuse that.
 	Authenticate(s *Session, p *Packet) AuthResult
 	// OnPacket receives every packet of an authenticated session other than
 	// heartbeats. p and p.Payload are valid only until OnPacket returns; use

@@ -229,7 +229,8 @@ func (rc *rawClient) tryRead() (reply, error) {
 	return reply{Header: h, ID: string(h.MsgID), Payload: append([]byte(nil), p...)}, nil
 }
 
-// expectClosed reads until the server closes the connection.
+// expectClosed reads until the server closes the connection, then closes
+// its side, as a client does when it sees the end of the stream.
 func (rc *rawClient) expectClosed() {
 	rc.t.Helper()
 	for {
@@ -238,6 +239,7 @@ func (rc *rawClient) expectClosed() {
 			if errors.As(err, &ne) && ne.Timeout() {
 				rc.t.Fatalf("connection still open after %s", testTimeout)
 			}
+			rc.c.Close()
 			return
 		}
 	}

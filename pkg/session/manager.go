@@ -28,17 +28,25 @@ type Manager struct {
 	conns    int
 	perIP    map[netip.Prefix]int
 	draining bool
-	wg       sync.WaitGroup
-	compPool sync.Pool
-	stats    stats
+	drain    *drainState   // the drain in progress, for sessions registering during it
+	closeAll CloseReason   // set by CloseAll: sessions registering afterwards close at once
+	live     int           // sessions in Serve, registered or not
+	idle     chan struct{} // closed when live drops to 0; replaced when it rises
+	authFail authFailures  // per-IP failed authentications (see authFailed)
+
+	compPool   sync.Pool
+	decompPool sync.Pool // *[]byte buffers for LZ4 request payloads
+	stats      stats
 }
 
 // stats are the manager's counters, read by Stats and the metrics collector.
 type stats struct {
-	kinds       [len(transport.Kinds) + 1]kindStats // the last one: unknown kinds
-	rejected    [numRejects]atomic.Uint64
-	authFailed  atomic.Uint64
-	rateLimited atomic.Uint64
+	kinds          [len(transport.Kinds) + 1]kindStats // the last one: unknown kinds
+	rejected       [numRejects]atomic.Uint64
+	authFailed     atomic.Uint64
+	rateLimited    atomic.Uint64
+	unencodable    atomic.Uint64
+	budgetExceeded atomic.Uint64
 }
 
 // kindStats are the counters of one transport.
@@ -71,8 +79,15 @@ type Stats struct {
 	Closed map[CloseReason]uint64
 	// AuthFailures counts failed authentications.
 	AuthFailures uint64
-	// RateLimited counts packets over the rate limit.
+	// RateLimited counts packets (and WebSocket control frames) over the rate limit.
 	RateLimited uint64
+	// UnencodableReplies counts packets the application sent that could not
+	// be encoded (over MaxPacketSize); a request was answered with ErrorCode
+	// InternalError instead.
+	UnencodableReplies uint64
+	// InboundBudgetExceeded counts sessions closed because a frame or a
+	// decompressed payload would have passed the process-wide inbound budget.
+	InboundBudgetExceeded uint64
 	// Transports holds the per-transport counters of every known transport.
 	Transports map[transport.Kind]TransportStats
 }
@@ -114,8 +129,10 @@ func NewManager(opts Options) (*Manager, error) {
 		accounts: make(map[string]*Session),
 		stages:   make(map[int64]map[*Session]struct{}),
 		perIP:    make(map[netip.Prefix]int),
+		authFail: authFailures{m: make(map[netip.Prefix]*ipFailures)},
 	}
 	m.compPool.New = func() any { return &protocol.Compressor{Threshold: opts.CompressionThreshold} }
+	m.decompPool.New = func() any { return new([]byte) }
 	return m, nil
 }
 
@@ -170,19 +187,25 @@ func ipKey(addr net.Addr) (netip.Prefix, bool) {
 	return p, true
 }
 
+// limitKey is the per-IP key of remote; keyed is false for an exempt or
+// unparsable address.
+func (m *Manager) limitKey(remote net.Addr) (key netip.Prefix, keyed bool) {
+	key, keyed = ipKey(remote)
+	if keyed {
+		for _, p := range m.opts.PerIPExempt {
+			if p.Contains(key.Addr()) {
+				return key, false
+			}
+		}
+	}
+	return key, keyed
+}
+
 // Admit checks the connection limits for a new connection from remote and
 // reserves a slot. Call it as early as possible (before a TLS handshake). A
 // refusal is counted and returned as a *RejectError.
 func (m *Manager) Admit(remote net.Addr) (*Admission, error) {
-	key, keyed := ipKey(remote)
-	if keyed {
-		for _, p := range m.opts.PerIPExempt {
-			if p.Contains(key.Addr()) {
-				keyed = false
-				break
-			}
-		}
-	}
+	key, keyed := m.limitKey(remote)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	reject := func(r RejectReason) (*Admission, error) {
@@ -192,6 +215,8 @@ func (m *Manager) Admit(remote net.Addr) (*Admission, error) {
 	switch {
 	case m.draining:
 		return reject(RejectDraining)
+	case keyed && m.coolingDownLocked(key):
+		return reject(RejectAuthCooldown)
 	case m.conns >= m.opts.MaxConnections:
 		return reject(RejectMaxConnections)
 	case keyed && m.perIP[key] >= m.opts.MaxConnectionsPerIP:
@@ -224,19 +249,50 @@ func (m *Manager) Serve(c transport.Conn, adm *Admission) {
 		}
 	}
 	defer adm.Release()
+	m.enter()
+	defer m.leave()
 	s := m.newSession(c)
 	s.ks.accepted.Add(1)
-	m.wg.Add(1)
-	defer m.wg.Done()
 	s.run()
 }
 
-// register adds s to the registry.
-func (m *Manager) register(s *Session) bool {
+// enter counts a session in Serve (before anyone can wait for it).
+func (m *Manager) enter() {
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	if m.live == 0 {
+		m.idle = make(chan struct{})
+	}
+	m.live++
+	m.mu.Unlock()
+}
+
+// leave uncounts a session; the last one wakes every Wait.
+func (m *Manager) leave() {
+	m.mu.Lock()
+	if m.live--; m.live == 0 {
+		close(m.idle)
+	}
+	m.mu.Unlock()
+}
+
+// register adds s to the registry and to the stage index (a stage set in
+// OnConnect counts). A session registering while the manager drains gets
+// its @Drain@ at once and its close scheduled; after CloseAll it closes at
+// once.
+func (m *Manager) register(s *Session) {
+	m.mu.Lock()
 	m.sessions[s.id] = s
-	return true
+	if stage := s.stageID.Load(); stage != 0 {
+		m.joinStageLocked(s, stage)
+	}
+	drain, closeAll := m.drain, m.closeAll
+	m.mu.Unlock()
+	switch {
+	case closeAll != ReasonNone:
+		s.Close(closeAll)
+	case drain != nil:
+		drain.add(s)
+	}
 }
 
 // unregister removes s from the registry and from its account binding.
@@ -260,10 +316,14 @@ func (m *Manager) setStage(s *Session, new int64) {
 	if new == 0 || m.sessions[s.id] != s {
 		return
 	}
-	members := m.stages[new]
+	m.joinStageLocked(s, new)
+}
+
+func (m *Manager) joinStageLocked(s *Session, stage int64) {
+	members := m.stages[stage]
 	if members == nil {
 		members = make(map[*Session]struct{})
-		m.stages[new] = members
+		m.stages[stage] = members
 	}
 	members[s] = struct{}{}
 }
@@ -293,6 +353,9 @@ func (m *Manager) StageMembers(stage int64) []*Session {
 // whose outbox is full is closed as a slow consumer; the others still get
 // the packet. It returns how many sessions the packet was queued for.
 func (m *Manager) Broadcast(stage int64, msgID string, payload []byte, except *Session) (int, error) {
+	if msgID == "" {
+		return 0, fmt.Errorf("broadcast: empty MsgId")
+	}
 	var comp *protocol.Compressor
 	body := payload
 	h := protocol.Header{StageID: stage}
@@ -317,16 +380,41 @@ func (m *Manager) Broadcast(stage int64, msgID string, payload []byte, except *S
 	return sent, nil
 }
 
-// bind makes s the session of account and returns the session it supersedes.
-func (m *Manager) bind(s *Session, account string) (old *Session) {
+// bind makes s the session of account, marks it authenticated, and returns
+// the session it supersedes. A session past its close point (auth timeout,
+// drain, kick) is refused (ok false): the check and the binding happen under
+// the manager's lock, which the auth timeout also takes. A session already
+// bound to another account leaves it (re-authentication rebinds).
+func (m *Manager) bind(s *Session, account string) (old *Session, ok bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if s.isClosing() {
+		return nil, false
+	}
+	s.mu.Lock()
+	prev := s.account
+	s.account = account
+	s.mu.Unlock()
+	if prev != "" && prev != account && m.accounts[prev] == s {
+		delete(m.accounts, prev)
+	}
 	old = m.accounts[account]
 	if old == s {
 		old = nil
 	}
 	m.accounts[account] = s
-	return old
+	s.authenticated.Store(true)
+	return old, true
+}
+
+// isAuthMsgID reports whether id is one of the authentication MsgIds.
+func (m *Manager) isAuthMsgID(id string) bool {
+	for _, a := range m.opts.AuthenticateMsgIDs {
+		if a == id {
+			return true
+		}
+	}
+	return false
 }
 
 // Get returns the open session with the given id.
@@ -371,6 +459,9 @@ func (m *Manager) Range(fn func(*Session) bool) {
 func (m *Manager) SetDraining(on bool) {
 	m.mu.Lock()
 	m.draining = on
+	if !on {
+		m.drain = nil // sessions registering from now on are not drained
+	}
 	m.mu.Unlock()
 }
 
@@ -381,9 +472,17 @@ func (m *Manager) Draining() bool {
 	return m.draining
 }
 
-// CloseAll closes every open session with reason (flushing what is queued for
-// each) and waits until they have ended or ctx is done.
+// CloseAll closes every open session with reason (each with the lingering
+// close: what is queued is written first) and waits until they have ended
+// or ctx is done. A session still in OnConnect is closed when it registers,
+// as is any session served afterwards: CloseAll ends the manager's service.
 func (m *Manager) CloseAll(ctx context.Context, reason CloseReason) error {
+	if reason == ReasonNone {
+		reason = AppClosed
+	}
+	m.mu.Lock()
+	m.closeAll = reason
+	m.mu.Unlock()
 	m.Range(func(s *Session) bool {
 		s.Close(reason)
 		return true
@@ -405,15 +504,18 @@ func (m *Manager) AbortAll(reason CloseReason) {
 	_ = m.Wait(ctx)
 }
 
-// Wait blocks until every session served so far has ended, or ctx is done.
+// Wait blocks until no session is being served (every one served so far,
+// registered or still in OnConnect, has ended), or ctx is done. It leaves no
+// goroutine behind.
 func (m *Manager) Wait(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() {
-		m.wg.Wait()
-		close(done)
-	}()
+	m.mu.RLock()
+	live, idle := m.live, m.idle
+	m.mu.RUnlock()
+	if live == 0 {
+		return nil
+	}
 	select {
-	case <-done:
+	case <-idle:
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("waiting for %d sessions: %w", m.Count(), ctx.Err())
@@ -428,7 +530,10 @@ func (m *Manager) Stats() Stats {
 		Closed:       make(map[CloseReason]uint64),
 		AuthFailures: m.stats.authFailed.Load(),
 		RateLimited:  m.stats.rateLimited.Load(),
-		Transports:   make(map[transport.Kind]TransportStats, len(transport.Kinds)),
+
+		UnencodableReplies:    m.stats.unencodable.Load(),
+		InboundBudgetExceeded: m.stats.budgetExceeded.Load(),
+		Transports:            make(map[transport.Kind]TransportStats, len(transport.Kinds)),
 	}
 	for r := range m.stats.rejected {
 		if v := m.stats.rejected[r].Load(); v > 0 {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/playhouse-k8s/playhouse/pkg/config"
@@ -22,7 +23,12 @@ type Options struct {
 	RequestHeader protocol.HeaderFormat
 	// HeartbeatMsgID is the heartbeat message name (default "@Heart@Beat@").
 	HeartbeatMsgID string
-	// AuthenticateMsgID must open a session (default "AuthenticateRequest").
+	// AuthenticateMsgIDs lists the message names that authenticate a session
+	// (default "AuthenticateRequest" and "AuthenticateReq", the JavaScript
+	// connector's short form).
+	AuthenticateMsgIDs []string
+	// AuthenticateMsgID is the older single-name form; when set it is added to
+	// AuthenticateMsgIDs.
 	AuthenticateMsgID string
 	// Compression compresses outbound payloads of at least CompressionThreshold bytes.
 	Compression bool
@@ -43,21 +49,53 @@ type Options struct {
 	RateBurst int
 	// MaxRateViolations closes a session after this many consecutive over-limit packets (default 100).
 	MaxRateViolations int
-	// HeartbeatTimeout closes a session with no inbound frame for this long (default 90s).
+	// HeartbeatTimeout closes a session that has sent a heartbeat and then no
+	// inbound frame for this long (default 90s). A session that never
+	// heartbeats is not timed out; its dead peer is found within about this
+	// long by TCP keepalive and TCP_USER_TIMEOUT, or WebSocket pings.
 	HeartbeatTimeout time.Duration
 	// AuthTimeout closes a session not authenticated within this long (default 10s).
 	AuthTimeout time.Duration
 	// MaxAuthAttempts closes a session after this many failed authentications (default 5).
 	MaxAuthAttempts int
-	// MaxPendingOutboundBytes bounds a session's unsent bytes (default 1 MiB).
+	// MaxPendingOutboundBytes bounds a session's unsent bytes (default 1 MiB);
+	// the answers of a lingering close have a queue of the same bound.
 	MaxPendingOutboundBytes int
 	// WriteTimeout bounds one socket write (default 5s).
 	WriteTimeout time.Duration
 
-	// InboundBudget, when set, is the process-wide budget of bytes held by
-	// partly received frames; the server creates it and hands the same one
-	// to its transports.
+	// PreAuthMaxPacketSize bounds a frame body before authentication
+	// (default 64 KiB); a larger frame closes FrameTooLarge.
+	PreAuthMaxPacketSize int
+	// BytesPerSecond is the sustained inbound bytes per second per session,
+	// frame bodies, decompressed payloads and WebSocket control frames
+	// included (default 1 MiB; negative disables). Over it a packet counts
+	// as a rate-limit violation, like one over RatePerSecond.
+	BytesPerSecond float64
+	// BytesBurst is the byte bucket size (default 4 MiB); a frame larger than
+	// the burst is charged the burst.
+	BytesBurst int
+	// CloseLinger bounds each phase of a lingering close (default 2s): the
+	// answering of requests read after the close point with ErrorCode
+	// ServerDraining, then the read-and-discard after the half-close.
+	CloseLinger time.Duration
+	// CloseQuiet ends the answering phase early once no request has arrived
+	// for this long (default 250ms): the client has seen the close and stopped.
+	CloseQuiet time.Duration
+	// InboundBudget bounds the bytes held process-wide by partly received
+	// frames and decompressed request payloads (nil: unlimited); a session
+	// that would pass it closes InboundBudgetExceeded.
 	InboundBudget *protocol.Budget
+	// AuthFailuresPerIP is how many failed authentications an address (IPv6
+	// per /64, PerIPExempt excepted) may have within AuthFailureWindow before
+	// its new connections are refused for AuthCooldown (default 20;
+	// negative disables).
+	AuthFailuresPerIP int
+	// AuthFailureWindow is the window AuthFailuresPerIP counts over (default 1m).
+	AuthFailureWindow time.Duration
+	// AuthCooldown is how long an address over its failed-auth budget is
+	// refused (reason auth_cooldown; default 1m).
+	AuthCooldown time.Duration
 
 	// Observer, when set, receives per-packet measurements (metrics histograms).
 	Observer Observer
@@ -80,6 +118,7 @@ func OptionsFromConfig(c config.Config, h Handler, log *slog.Logger) (Options, e
 		Logger:                  log,
 		HeartbeatMsgID:          c.Protocol.HeartbeatMsgID,
 		AuthenticateMsgID:       c.Protocol.AuthenticateMsgID,
+		AuthenticateMsgIDs:      c.Protocol.AuthenticateMsgIDs.Names(),
 		Compression:             c.Protocol.Compression.Enabled,
 		CompressionThreshold:    c.Protocol.Compression.Threshold,
 		MaxPacketSize:           c.Limits.MaxPacketSize,
@@ -95,6 +134,18 @@ func OptionsFromConfig(c config.Config, h Handler, log *slog.Logger) (Options, e
 		WriteTimeout:            c.Limits.WriteTimeout.Duration,
 		PerIPExempt:             []netip.Prefix{},
 		TokenAuth:               c.Auth.Mode == config.AuthModeToken,
+
+		PreAuthMaxPacketSize: c.Limits.PreAuthMaxPacketSize,
+		BytesPerSecond:       c.Limits.RateLimit.BytesPerSecond,
+		BytesBurst:           c.Limits.RateLimit.BytesBurst,
+		CloseLinger:          c.Limits.CloseLinger.Duration,
+		CloseQuiet:           c.Limits.CloseQuiet.Duration,
+		AuthFailuresPerIP:    c.Limits.AuthFailures.PerIP,
+		AuthFailureWindow:    c.Limits.AuthFailures.Window.Duration,
+		AuthCooldown:         c.Limits.AuthFailures.Cooldown.Duration,
+	}
+	if c.Limits.AuthFailures.PerIP == 0 {
+		o.AuthFailuresPerIP = -1
 	}
 	if c.Limits.RateLimit.PacketsPerSecond == 0 {
 		o.RatePerSecond = -1
@@ -136,7 +187,24 @@ func (o *Options) setDefaults() error {
 		}
 	}
 	setStr(&o.HeartbeatMsgID, d.Protocol.HeartbeatMsgID)
-	setStr(&o.AuthenticateMsgID, d.Protocol.AuthenticateMsgID)
+	if len(o.AuthenticateMsgIDs) == 0 {
+		o.AuthenticateMsgIDs = d.Protocol.AuthenticateMsgIDs.Names()
+	}
+	if o.AuthenticateMsgID != "" && !slices.Contains(o.AuthenticateMsgIDs, o.AuthenticateMsgID) {
+		o.AuthenticateMsgIDs = append(o.AuthenticateMsgIDs, o.AuthenticateMsgID)
+	}
+	setInt(&o.PreAuthMaxPacketSize, d.Limits.PreAuthMaxPacketSize)
+	setInt(&o.BytesBurst, config.DefaultBytesBurst)
+	setDur(&o.CloseLinger, d.Limits.CloseLinger.Duration)
+	setDur(&o.CloseQuiet, d.Limits.CloseQuiet.Duration)
+	setDur(&o.AuthFailureWindow, d.Limits.AuthFailures.Window.Duration)
+	setDur(&o.AuthCooldown, d.Limits.AuthFailures.Cooldown.Duration)
+	if o.BytesPerSecond == 0 {
+		o.BytesPerSecond = config.DefaultBytesPerSecond
+	}
+	if o.AuthFailuresPerIP == 0 {
+		o.AuthFailuresPerIP = d.Limits.AuthFailures.PerIP
+	}
 	setInt(&o.CompressionThreshold, d.Protocol.Compression.Threshold)
 	setInt(&o.MaxPacketSize, d.Limits.MaxPacketSize)
 	setInt(&o.MaxConnections, d.Limits.MaxConnections)
@@ -159,8 +227,13 @@ func (o *Options) setDefaults() error {
 	if o.TokenAuth && o.Tokens == nil {
 		return fmt.Errorf("session options: TokenAuth needs Tokens")
 	}
-	if len(o.HeartbeatMsgID) > protocol.MaxMsgIDLen || len(o.AuthenticateMsgID) > protocol.MaxMsgIDLen {
+	if len(o.HeartbeatMsgID) > protocol.MaxMsgIDLen {
 		return fmt.Errorf("session options: message ids must be at most %d bytes", protocol.MaxMsgIDLen)
+	}
+	for _, id := range o.AuthenticateMsgIDs {
+		if id == "" || len(id) > protocol.MaxMsgIDLen {
+			return fmt.Errorf("session options: authentication MsgId %q must be 1..%d bytes", id, protocol.MaxMsgIDLen)
+		}
 	}
 	return nil
 }

@@ -13,7 +13,9 @@ const (
 	ClientClosed
 	// ServerShutdown: the server stopped (or the drain timeout passed).
 	ServerShutdown
-	// IdleTimeout: no inbound frame for HeartbeatTimeout.
+	// IdleTimeout: a heartbeating session sent nothing for HeartbeatTimeout,
+	// or the peer of a silent one stopped answering TCP keepalive or
+	// WebSocket pings.
 	IdleTimeout
 	// AuthTimeout: not authenticated within AuthTimeout.
 	AuthTimeout

@@ -2,6 +2,7 @@ package session
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -40,7 +42,8 @@ type Session struct {
 	id          uint64
 	m           *Manager
 	conn        transport.Conn
-	out         *transport.Outbox
+	out         *transport.Outbox // application traffic, until the close point
+	tail        *transport.Outbox // answers written after the close point (see linger)
 	kind        transport.Kind
 	ks          *kindStats
 	remote      net.Addr
@@ -48,6 +51,8 @@ type Session struct {
 	lastActive  atomic.Int64 // unix nanoseconds
 
 	authenticated atomic.Bool
+	heartbeating  atomic.Bool // the client has sent a heartbeat: idle deadline applies
+	aborted       atomic.Bool
 	stageID       atomic.Int64
 
 	mu      sync.Mutex
@@ -57,12 +62,22 @@ type Session struct {
 
 	closing chan struct{} // closed when Close is first called
 
+	// Lingering close state (see startClosing and linger).
+	lmu      sync.Mutex
+	closeAt  time.Time   // the close point
+	lastIn   time.Time   // last request read after the close point
+	quiet    *time.Timer // closes tail once the input is quiet
+	finSent  bool        // the writer has half-closed
+	finUntil time.Time   // end of the linger after the half-close
+
+	authTimer *time.Timer
+
 	// Reader-goroutine state.
 	authAttempts   int
 	rateViolations int
-	limiter        *rate.Limiter
+	limiter        *rate.Limiter // packets
+	byteLimiter    *rate.Limiter // inbound bytes
 	pkt            Packet
-	scratch        []byte
 	names          map[string]names
 }
 
@@ -74,6 +89,7 @@ func (m *Manager) newSession(c transport.Conn) *Session {
 		m:           m,
 		conn:        c,
 		out:         transport.NewOutbox(m.opts.MaxPendingOutboundBytes),
+		tail:        transport.NewOutbox(m.opts.MaxPendingOutboundBytes),
 		kind:        c.Kind(),
 		ks:          m.stats.kind(c.Kind()),
 		remote:      c.RemoteAddr(),
@@ -84,11 +100,9 @@ func (m *Manager) newSession(c transport.Conn) *Session {
 	if m.opts.RatePerSecond > 0 {
 		s.limiter = rate.NewLimiter(rate.Limit(m.opts.RatePerSecond), m.opts.RateBurst)
 	}
-	ks := s.ks
-	s.out.SetOnWrite(func(frames, bytes int) {
-		ks.packetsOut.Add(uint64(frames))
-		ks.bytesOut.Add(uint64(bytes))
-	})
+	if m.opts.BytesPerSecond > 0 {
+		s.byteLimiter = rate.NewLimiter(rate.Limit(m.opts.BytesPerSecond), m.opts.BytesBurst)
+	}
 	return s
 }
 
@@ -168,45 +182,64 @@ func (s *Session) Push(msgID string, stageID int64, payload []byte) error {
 }
 
 // send queues one response frame. A full queue closes the session as a slow
-// consumer; the caller never blocks on the socket.
+// consumer; the caller never blocks on the socket. After the close point
+// pushes are refused, while a reply (MsgSeq > 0) still goes out through the
+// lingering close (see linger), so a request being handled when the session
+// closed is still answered. A reply that cannot be encoded (it would exceed
+// MaxPacketSize) is answered with ErrorCode InternalError instead and counted.
 func (s *Session) send(msgID string, seq uint16, stage int64, code protocol.ErrorCode, payload []byte) error {
 	var comp *protocol.Compressor
 	if s.m.opts.Compression && len(payload) >= s.m.opts.CompressionThreshold {
 		comp = s.m.compPool.Get().(*protocol.Compressor)
 		defer s.m.compPool.Put(comp)
 	}
-	return s.enqueue(func(dst []byte) ([]byte, error) {
+	tooLarge := false
+	err := s.enqueue(seq != 0, func(dst []byte) ([]byte, error) {
 		h := protocol.Header{MsgSeq: seq, StageID: stage, ErrorCode: code}
 		body := payload
 		if comp != nil {
 			body, h.OriginalSize = comp.Compress(payload)
 		}
 		if n := protocol.ResponseSize(len(msgID), len(body)) - protocol.LengthSize; n > s.m.opts.MaxPacketSize {
-			return dst, fmt.Errorf("send %s: %d-byte body exceeds MaxPacketSize %d", msgID, n, s.m.opts.MaxPacketSize)
+			tooLarge = true
+			return dst, fmt.Errorf("send %s: %d-byte body exceeds MaxPacketSize %d: %w", msgID, n, s.m.opts.MaxPacketSize, ErrReplyTooLarge)
 		}
 		return protocol.AppendFull(dst, h, msgID, body)
 	})
+	if tooLarge {
+		s.m.stats.unencodable.Add(1)
+		s.m.opts.Logger.Warn("packet too large to encode", "session", s.id, "msgId", msgID, "msgSeq", seq, "err", err)
+		if seq != 0 {
+			// Exactly one answer: the engine answers in the application's place.
+			_ = s.enqueue(true, func(dst []byte) ([]byte, error) {
+				return protocol.AppendFull(dst, protocol.Header{MsgSeq: seq, StageID: stage, ErrorCode: protocol.InternalError}, msgID, nil)
+			})
+		}
+	}
+	return err
 }
+
+// ErrReplyTooLarge is returned by Reply, ReplyAs and Push for a packet whose
+// body would exceed MaxPacketSize; a request is then answered with ErrorCode
+// InternalError by the engine.
+var ErrReplyTooLarge = errors.New("packet exceeds MaxPacketSize")
 
 // sendFrame queues a frame already encoded (by Manager.Broadcast).
 func (s *Session) sendFrame(frame []byte) error {
-	return s.enqueue(func(dst []byte) ([]byte, error) { return append(dst, frame...), nil })
+	return s.enqueue(false, func(dst []byte) ([]byte, error) { return append(dst, frame...), nil })
 }
 
 // enqueue appends one encoded frame to the outbox; a full outbox closes the
-// session as a slow consumer, and the caller never blocks on the socket.
-func (s *Session) enqueue(encode func(dst []byte) ([]byte, error)) error {
-	size := 0
-	err := s.out.Append(func(dst []byte) ([]byte, error) {
-		out, err := encode(dst)
-		size = len(out) - len(dst)
-		return out, err
-	})
+// session as a slow consumer, and the caller never blocks on the socket. An
+// answer (a reply or an engine error for a request) goes to the lingering
+// close's queue once the application queue is closed.
+func (s *Session) enqueue(answer bool, encode func(dst []byte) ([]byte, error)) error {
+	err := s.out.Append(encode)
+	if answer && errors.Is(err, transport.ErrOutboxClosed) {
+		err = s.tail.Append(encode)
+	}
 	switch {
 	case err == nil:
-		if obs := s.m.opts.Observer; obs != nil {
-			obs.PacketSent(size)
-		}
 		return nil
 	case errors.Is(err, transport.ErrSlowConsumer):
 		s.abort(SlowConsumer, err)
@@ -232,13 +265,44 @@ func (s *Session) kick(text string, reason CloseReason) {
 	s.Close(reason)
 }
 
-// Close ends the session with reason: it stops accepting outbound packets,
-// writes what is already queued (bounded by the write timeout), then closes the
-// connection. The first reason given wins. It does not wait.
+// Close ends the session with reason. This is its close point: the
+// application can no longer push (a reply to a request still goes out), what
+// is queued is written, each request read from then on is answered with
+// ErrorCode ServerDraining, and the connection is closed the lingering way of
+// protocol.md section 3 (half-close, then read and discard until the peer
+// closes or CloseLinger passes). The first reason given wins. It does not wait.
 func (s *Session) Close(reason CloseReason) {
 	if s.setReason(reason) {
-		s.out.Close()
+		s.startClosing()
 	}
+}
+
+// startClosing runs once, at the close point.
+func (s *Session) startClosing() {
+	s.out.Close()
+	s.lmu.Lock()
+	s.closeAt = time.Now()
+	s.lastIn = s.closeAt
+	s.quiet = time.AfterFunc(s.m.opts.CloseQuiet, s.quietCheck)
+	s.lmu.Unlock()
+}
+
+// quietCheck ends the answering phase of a lingering close once no request
+// has arrived for CloseQuiet (the client has seen the close and stopped), or
+// CloseLinger after the close point for a client that never stops: the
+// writer then flushes the answers and half-closes.
+func (s *Session) quietCheck() {
+	s.lmu.Lock()
+	defer s.lmu.Unlock()
+	due := s.lastIn.Add(s.m.opts.CloseQuiet)
+	if limit := s.closeAt.Add(s.m.opts.CloseLinger); limit.Before(due) {
+		due = limit
+	}
+	if d := time.Until(due); d > 0 {
+		s.quiet.Reset(d)
+		return
+	}
+	s.tail.Close()
 }
 
 // abort ends the session at once, dropping what is queued.
@@ -246,7 +310,9 @@ func (s *Session) abort(reason CloseReason, err error) {
 	if s.setReason(reason) {
 		s.m.opts.Logger.Debug("session aborted", "session", s.id, "reason", reason.String(), "err", err)
 	}
+	s.aborted.Store(true)
 	s.out.Abort()
+	s.tail.Abort()
 	s.conn.Close()
 }
 
@@ -265,10 +331,52 @@ func (s *Session) setReason(reason CloseReason) bool {
 	return true
 }
 
-// run is the session's life: writer goroutine, reader loop, then teardown.
+// isClosing reports whether the session is past its close point.
+func (s *Session) isClosing() bool {
+	select {
+	case <-s.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+// countingConn counts outbound traffic in one place with one rule: a frame
+// counts (transport counters and Observer) once the transport has written it.
+type countingConn struct {
+	transport.Conn
+	s *Session
+}
+
+func (c countingConn) WriteFrames(b []byte) error {
+	if err := c.Conn.WriteFrames(b); err != nil {
+		return err
+	}
+	obs := c.s.m.opts.Observer
+	frames := 0
+	for rest := b; len(rest) >= protocol.LengthSize; frames++ {
+		n := protocol.LengthSize + int(binary.LittleEndian.Uint32(rest))
+		if n > len(rest) {
+			break
+		}
+		if obs != nil {
+			obs.PacketSent(n)
+		}
+		rest = rest[n:]
+	}
+	c.s.ks.packetsOut.Add(uint64(frames))
+	c.s.ks.bytesOut.Add(uint64(len(b)))
+	return nil
+}
+
+// run is the session's life: writer goroutine, reader loop, lingering close,
+// then teardown.
 func (s *Session) run() {
 	m := s.m
 	log := m.opts.Logger
+	// Before authentication frames are bounded by PreAuthMaxPacketSize.
+	s.conn.SetReadLimit(min(m.opts.PreAuthMaxPacketSize, m.opts.MaxPacketSize))
+	s.conn.SetControlHook(s.controlFrame)
 	var refused error
 	if !s.guard("OnConnect", nil, func() { refused = m.opts.Handler.OnConnect(s) }) {
 		s.conn.Close()
@@ -282,35 +390,22 @@ func (s *Session) run() {
 		s.ks.closed[Refused].Add(1)
 		return
 	}
-	m.register(s)
 	s.ks.active.Add(1)
 	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		err := s.out.Run(s.conn, m.opts.WriteTimeout)
-		switch {
-		case errors.Is(err, transport.ErrSlowConsumer):
-			s.abort(SlowConsumer, err)
-		case err != nil:
-			s.abort(WriteError, err)
-		}
-		// After a flush-and-close, or any write failure, the connection goes.
-		s.conn.Close()
-	}()
-	authTimer := time.AfterFunc(m.opts.AuthTimeout, func() {
-		if !s.authenticated.Load() {
-			s.Close(AuthTimeout)
-		}
-	})
+	go s.write(writerDone)
+	s.authTimer = time.AfterFunc(m.opts.AuthTimeout, s.authExpired)
+	m.register(s)
+	s.watchLiveness()
 
-	s.readLoop()
+	inputOK := s.readLoop()
+	s.linger(inputOK, writerDone)
 
-	authTimer.Stop()
-	// The reader has stopped: make sure the writer stops too. Close flushes
-	// what is queued when the session ended on a read error (the peer may
-	// still read); an aborted session has already dropped it.
-	s.Close(ClientClosed)
-	<-writerDone
+	s.authTimer.Stop()
+	s.lmu.Lock()
+	if s.quiet != nil {
+		s.quiet.Stop()
+	}
+	s.lmu.Unlock()
 	// Count the close before the session leaves the registry, so a caller
 	// that sees Count() drop also sees the close counted.
 	reason := s.CloseReason()
@@ -320,6 +415,124 @@ func (s *Session) run() {
 	log.Debug("session closed", "session", s.id, "transport", string(s.kind), "remote", s.remote.String(),
 		"account", s.AccountID(), "reason", reason.String(), "duration", time.Since(s.connectedAt).String())
 	s.guard("OnDisconnect", nil, func() { m.opts.Handler.OnDisconnect(s, reason) })
+}
+
+// authExpired closes a session not authenticated within AuthTimeout. It
+// decides under the manager's lock, as bind does, so a session is either
+// authenticated or closed by the timeout, never both.
+func (s *Session) authExpired() {
+	s.m.mu.Lock()
+	expired := !s.authenticated.Load() && s.setReason(AuthTimeout)
+	s.m.mu.Unlock()
+	if expired {
+		s.startClosing()
+	}
+}
+
+// write is the writer goroutine: application traffic until the close point,
+// then the lingering close's answers, then the half-close.
+func (s *Session) write(done chan<- struct{}) {
+	defer close(done)
+	wt := s.m.opts.WriteTimeout
+	cc := countingConn{Conn: s.conn, s: s}
+	err := s.out.Run(cc, wt)
+	if err == nil && !s.aborted.Load() {
+		err = s.tail.Run(cc, wt)
+	}
+	switch {
+	case errors.Is(err, transport.ErrSlowConsumer):
+		s.abort(SlowConsumer, err)
+		return
+	case err != nil:
+		s.abort(WriteError, err)
+		return
+	case s.aborted.Load():
+		return
+	}
+	reason := s.CloseReason()
+	if err := s.conn.CloseWrite(wsCloseCode(reason), reason.String()); err != nil {
+		s.m.opts.Logger.Debug("half-close failed", "session", s.id, "err", err)
+	}
+	s.lmu.Lock()
+	s.finSent = true
+	s.finUntil = time.Now().Add(s.m.opts.CloseLinger)
+	_ = s.conn.SetReadDeadline(s.finUntil)
+	s.lmu.Unlock()
+}
+
+// wsCloseCode is the WebSocket close code sent for reason (protocol.md section 3).
+func wsCloseCode(r CloseReason) int {
+	switch r {
+	case ServerShutdown:
+		return 1001
+	case MalformedFrame, MalformedHeader, ProtocolError, BadCompression:
+		return 1002
+	case Unauthenticated, AuthFailed, AuthTimeout, Superseded, RateLimited, Kicked, Refused:
+		return 1008
+	case FrameTooLarge:
+		return 1009
+	case HandlerPanic, ReadError, WriteError:
+		return 1011
+	case SlowConsumer, InboundBudgetExceeded:
+		return 1013
+	default: // ClientClosed, AppClosed, IdleTimeout
+		return 1000
+	}
+}
+
+// linger is the reader's part of the lingering close (protocol.md section 3).
+// While the input still parses (inputOK), it keeps reading: until the writer
+// half-closes, each request read is answered with ErrorCode ServerDraining
+// and other packets are dropped; after the half-close everything is read and
+// discarded until the peer closes or CloseLinger passes. Only then is the
+// connection released. When the input is broken (a framing error), what is
+// queued is flushed, the writer half-closes, and the raw input is discarded
+// for up to CloseLinger.
+func (s *Session) linger(inputOK bool, writerDone <-chan struct{}) {
+	if !inputOK {
+		s.tail.Close()
+	}
+	for inputOK {
+		s.lmu.Lock()
+		if s.finSent {
+			_ = s.conn.SetReadDeadline(s.finUntil)
+		} else {
+			// The writer sets the deadline when it half-closes.
+			_ = s.conn.SetReadDeadline(time.Time{})
+		}
+		s.lmu.Unlock()
+		body, err := s.conn.ReadFrame()
+		if err != nil {
+			break
+		}
+		s.countIn(len(body))
+		s.answerClosed(body)
+	}
+	s.tail.Close()
+	<-writerDone
+	if !inputOK && !s.aborted.Load() {
+		if d, ok := s.conn.(transport.InputDiscarder); ok {
+			_ = d.DiscardInput(time.Now().Add(s.m.opts.CloseLinger))
+		}
+	}
+	s.conn.Close()
+}
+
+// answerClosed handles a frame read after the close point: a request gets
+// ErrorCode ServerDraining (exactly one answer), anything else is dropped.
+func (s *Session) answerClosed(body []byte) {
+	h, _, err := protocol.ParseRequest(body, s.m.opts.RequestHeader)
+	if err != nil || h.MsgSeq == 0 {
+		return
+	}
+	// Only requests need answers: they keep the answering phase open.
+	s.lmu.Lock()
+	s.lastIn = time.Now()
+	s.lmu.Unlock()
+	n := s.intern(h.MsgID)
+	_ = s.enqueue(true, func(dst []byte) ([]byte, error) {
+		return protocol.AppendFull(dst, protocol.Header{MsgSeq: h.MsgSeq, StageID: h.StageID, ErrorCode: protocol.ServerDraining}, n.reply, nil)
+	})
 }
 
 // guard runs one handler call. A panic is recovered: it is logged with its
@@ -335,42 +548,55 @@ func (s *Session) guard(what string, req *Packet, fn func()) (ok bool) {
 			if req != nil && req.IsRequest() {
 				_ = s.Reply(req, protocol.InternalError, nil)
 			}
-			if s.setReason(HandlerPanic) {
-				s.out.Close()
-			}
+			s.Close(HandlerPanic)
 		}
 	}()
 	fn()
 	return true
 }
 
+// countIn counts one inbound frame.
+func (s *Session) countIn(bodyLen int) {
+	s.lastActive.Store(time.Now().UnixNano())
+	s.ks.packetsIn.Add(1)
+	s.ks.bytesIn.Add(uint64(bodyLen + protocol.LengthSize))
+	if obs := s.m.opts.Observer; obs != nil {
+		obs.PacketReceived(bodyLen + protocol.LengthSize)
+	}
+}
+
 // readLoop reads and dispatches frames until the connection fails or the
-// session is closed.
-func (s *Session) readLoop() {
-	idle := s.m.opts.HeartbeatTimeout
+// session reaches its close point. It reports whether the input still parses
+// (so the lingering close can go on reading frames).
+func (s *Session) readLoop() (inputOK bool) {
 	for {
-		if err := s.conn.SetReadDeadline(time.Now().Add(idle)); err != nil {
+		// The idle deadline applies to sessions that have shown they
+		// heartbeat; the others are watched by watchLiveness.
+		var deadline time.Time
+		if s.heartbeating.Load() {
+			deadline = time.Now().Add(s.m.opts.HeartbeatTimeout)
+		}
+		if s.isClosing() {
+			return true
+		}
+		if err := s.conn.SetReadDeadline(deadline); err != nil {
 			s.Close(ReadError)
-			return
+			return false
 		}
 		body, err := s.conn.ReadFrame()
 		if err != nil {
 			s.readFailed(err)
-			return
+			return false
 		}
-		s.lastActive.Store(time.Now().UnixNano())
-		s.ks.packetsIn.Add(1)
-		s.ks.bytesIn.Add(uint64(len(body) + protocol.LengthSize))
-		if obs := s.m.opts.Observer; obs != nil {
-			obs.PacketReceived(len(body) + protocol.LengthSize)
+		s.countIn(len(body))
+		// A Close from another goroutine may have come while reading: such a
+		// packet never reaches the application.
+		if s.isClosing() {
+			s.answerClosed(body)
+			return true
 		}
-		if !s.dispatch(body) {
-			return
-		}
-		select {
-		case <-s.closing:
-			return
-		default:
+		if !s.dispatch(body) || s.isClosing() {
+			return true
 		}
 	}
 }
@@ -380,25 +606,74 @@ func (s *Session) readLoop() {
 func (s *Session) readFailed(err error) {
 	var reason CloseReason
 	switch {
+	case errors.Is(err, protocol.ErrBudgetExceeded):
+		reason = InboundBudgetExceeded
 	case errors.Is(err, protocol.ErrFrameTooLarge):
 		reason = FrameTooLarge
 	case errors.Is(err, protocol.ErrMalformedFrame):
 		reason = MalformedFrame
 	case errors.Is(err, transport.ErrProtocol):
 		reason = ProtocolError
-	case errors.Is(err, os.ErrDeadlineExceeded):
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, syscall.ETIMEDOUT):
 		reason = IdleTimeout
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed), isConnReset(err):
 		reason = ClientClosed
 	default:
 		reason = ReadError
 	}
+	if reason == InboundBudgetExceeded {
+		s.m.stats.budgetExceeded.Add(1)
+	}
 	if s.setReason(reason) {
 		if reason != ClientClosed {
 			s.m.opts.Logger.Info("session closed on read", "session", s.id, "remote", s.remote.String(), "reason", reason.String(), "err", err)
 		}
-		s.out.Close()
+		s.startClosing()
 	}
+}
+
+// charge takes one packet and size bytes from the session's limits and
+// reports whether they were within them. It runs on the reader goroutine.
+func (s *Session) charge(size int) bool {
+	ok := true
+	if s.limiter != nil && !s.limiter.Allow() {
+		ok = false
+	}
+	if s.byteLimiter != nil {
+		// A frame larger than the burst would never fit: charge the burst.
+		if !s.byteLimiter.AllowN(time.Now(), min(size, s.byteLimiter.Burst())) {
+			ok = false
+		}
+	}
+	return ok
+}
+
+// violation counts one packet over the rate limit and reports whether the
+// session must close (MaxRateViolations consecutive violations).
+func (s *Session) violation() bool {
+	s.m.stats.rateLimited.Add(1)
+	s.rateViolations++
+	return s.rateViolations >= s.m.opts.MaxRateViolations
+}
+
+// controlFrame charges a WebSocket control frame (ping or pong) the
+// transport consumed to the session's rate limits; sustained abuse closes
+// the session RateLimited. It does not fail the read: the WebSocket stays
+// readable, so the lingering close can still read the peer's Close frame.
+func (s *Session) controlFrame(size int) error {
+	s.lastActive.Store(time.Now().UnixNano())
+	if s.isClosing() {
+		return nil
+	}
+	if s.charge(size) {
+		s.rateViolations = 0
+		return nil
+	}
+	if s.violation() {
+		s.m.opts.Logger.Info("session rate limited (control frames)", "session", s.id, "remote", s.remote.String())
+		s.Close(RateLimited)
+	}
+	return nil
 }
 
 // dispatch handles one frame; it returns false when the session must stop reading.
@@ -409,24 +684,20 @@ func (s *Session) dispatch(body []byte) bool {
 		s.protocolViolation(MalformedHeader, err)
 		return false
 	}
-	if h.OriginalSize > 0 {
-		payload, err = protocol.DecompressPayload(s.scratch[:0], payload, int(h.OriginalSize), m.opts.MaxPacketSize)
-		if err != nil {
-			s.protocolViolation(BadCompression, err)
-			return false
-		}
-		if cap(payload) <= 64<<10 {
-			s.scratch = payload[:0]
-		}
-	}
 	n := s.intern(h.MsgID)
 	p := &s.pkt
-	*p = Packet{MsgID: n.id, MsgSeq: h.MsgSeq, StageID: h.StageID, Payload: payload, replyID: n.reply}
+	*p = Packet{MsgID: n.id, MsgSeq: h.MsgSeq, StageID: h.StageID, replyID: n.reply}
 
-	if s.limiter != nil && !s.limiter.Allow() {
-		m.stats.rateLimited.Add(1)
-		if s.rateViolations++; s.rateViolations >= m.opts.MaxRateViolations {
+	size := len(body)
+	if h.OriginalSize > 0 {
+		size += int(h.OriginalSize) // decompressed bytes count too
+	}
+	if !s.charge(size) {
+		if s.violation() {
 			s.m.opts.Logger.Info("session rate limited", "session", s.id, "remote", s.remote.String())
+			if p.IsRequest() {
+				_ = s.Reply(p, protocol.RateLimitExceeded, nil)
+			}
 			s.Close(RateLimited)
 			return false
 		}
@@ -437,14 +708,34 @@ func (s *Session) dispatch(body []byte) bool {
 	}
 	s.rateViolations = 0
 
+	if h.OriginalSize > 0 {
+		var release func()
+		payload, release, err = s.decompress(payload, int(h.OriginalSize))
+		if err != nil {
+			if errors.Is(err, protocol.ErrBudgetExceeded) {
+				m.stats.budgetExceeded.Add(1)
+				s.protocolViolation(InboundBudgetExceeded, err)
+			} else {
+				s.protocolViolation(BadCompression, err)
+			}
+			return false
+		}
+		defer release()
+	}
+	p.Payload = payload
+
 	if p.MsgID == m.opts.HeartbeatMsgID {
+		s.heartbeating.Store(true)
 		_ = s.send(p.MsgID, p.MsgSeq, p.StageID, protocol.Success, nil)
 		return true
 	}
-	if p.MsgID == m.opts.AuthenticateMsgID {
+	if m.isAuthMsgID(p.MsgID) {
 		return s.authenticate(p)
 	}
 	if !s.authenticated.Load() {
+		if p.IsRequest() {
+			_ = s.Reply(p, protocol.NotAuthenticated, nil)
+		}
 		s.protocolViolation(Unauthenticated, fmt.Errorf("%q before authentication", p.MsgID))
 		return false
 	}
@@ -460,13 +751,38 @@ func (s *Session) dispatch(body []byte) bool {
 	return ok
 }
 
-// authenticate runs the auth gate for one authenticate request.
+// decompress decodes an LZ4 request payload into a buffer from the manager's
+// pool, after taking its size from the inbound budget. release gives both
+// back once the packet has been handled.
+func (s *Session) decompress(src []byte, size int) ([]byte, func(), error) {
+	m := s.m
+	if size <= 0 || size > m.opts.MaxPacketSize {
+		return nil, nil, fmt.Errorf("%w: OriginalSize %d not in 1..%d", protocol.ErrBadCompression, size, m.opts.MaxPacketSize)
+	}
+	if !m.opts.InboundBudget.Acquire(size) {
+		return nil, nil, fmt.Errorf("decompress %d bytes: %w", size, protocol.ErrBudgetExceeded)
+	}
+	bp := m.decompPool.Get().(*[]byte)
+	out, err := protocol.DecompressPayload((*bp)[:0], src, size, m.opts.MaxPacketSize)
+	release := func() {
+		m.opts.InboundBudget.Release(size)
+		if cap(out) > cap(*bp) {
+			*bp = out[:0]
+		}
+		m.decompPool.Put(bp)
+	}
+	if err != nil {
+		release()
+		return nil, nil, err
+	}
+	return out, release, nil
+}
+
+// authenticate runs the auth gate for one authenticate request. On an
+// authenticated session it authenticates again, as the official server does:
+// the same account is fine, another account rebinds the session.
 func (s *Session) authenticate(p *Packet) bool {
 	m := s.m
-	if s.authenticated.Load() {
-		_ = s.Reply(p, protocol.AlreadyAuthenticated, nil)
-		return true
-	}
 	res := s.authenticateWith(p)
 	if res.panicked {
 		return false // guard answered and closed the session
@@ -475,6 +791,11 @@ func (s *Session) authenticate(p *Packet) bool {
 	if replyID == "" {
 		replyID = p.ReplyMsgID()
 	}
+	if res.AccountID == "" && res.ErrorCode == protocol.AlreadyAuthenticated && s.authenticated.Load() {
+		// The application refuses a second authentication: not a failure.
+		_ = s.ReplyAs(p, replyID, res.ErrorCode, res.ReplyPayload)
+		return true
+	}
 	if res.AccountID == "" {
 		m.stats.authFailed.Add(1)
 		s.authAttempts++
@@ -482,6 +803,9 @@ func (s *Session) authenticate(p *Packet) bool {
 		if code == protocol.Success {
 			code = protocol.AuthenticationFailed
 		}
+		// Charge the address before answering, so a client that reconnects
+		// on the answer already meets its cool-down.
+		m.authFailed(s.remote)
 		_ = s.ReplyAs(p, replyID, code, res.ReplyPayload)
 		if s.authAttempts >= m.opts.MaxAuthAttempts {
 			m.opts.Logger.Info("session closed after failed authentication", "session", s.id, "remote", s.remote.String(), "attempts", s.authAttempts)
@@ -490,14 +814,19 @@ func (s *Session) authenticate(p *Packet) bool {
 		}
 		return true
 	}
-	s.mu.Lock()
-	s.account = res.AccountID
-	s.mu.Unlock()
-	if old := m.bind(s, res.AccountID); old != nil {
+	old, ok := m.bind(s, res.AccountID)
+	if !ok {
+		// The session reached its close point (auth timeout, drain, kick)
+		// while the application decided: it must not take the account.
+		_ = s.ReplyAs(p, replyID, protocol.ServerDraining, nil)
+		return false
+	}
+	s.authTimer.Stop()
+	s.conn.SetReadLimit(m.opts.MaxPacketSize)
+	if old != nil {
 		m.opts.Logger.Info("session superseded", "account", res.AccountID, "old", old.id, "new", s.id)
 		old.kick(Superseded.String(), Superseded)
 	}
-	s.authenticated.Store(true)
 	_ = s.ReplyAs(p, replyID, protocol.Success, res.ReplyPayload)
 	return true
 }
@@ -541,7 +870,7 @@ func looksLikeToken(payload []byte) bool {
 func (s *Session) protocolViolation(reason CloseReason, err error) {
 	if s.setReason(reason) {
 		s.m.opts.Logger.Info("session closed: protocol violation", "session", s.id, "remote", s.remote.String(), "reason", reason.String(), "err", err)
-		s.out.Close()
+		s.startClosing()
 	}
 }
 

@@ -97,7 +97,7 @@ func TestProtocolViolationsCloseWithReason(t *testing.T) {
 		{"huge claimed length", false, Options{}, long(0x7fffffff), FrameTooLarge},
 		{"zero length", false, Options{}, long(0), MalformedFrame},
 		{"negative length", false, Options{}, long(0xfffffff0), MalformedFrame},
-		{"empty MsgId", false, Options{}, append(long(11), make([]byte, 11)...), MalformedHeader},
+		{"empty MsgId before auth", false, Options{}, append(long(11), make([]byte, 11)...), Unauthenticated},
 		{"body shorter than header", false, Options{}, append(long(3), 1, 'x', 0), MalformedHeader},
 		{"MsgIdLen past body", false, Options{}, append(long(12), append([]byte{200}, make([]byte, 11)...)...), MalformedHeader},
 		{"packet before auth", false, Options{}, frame(t, "EchoRequest", 1, 0, nil), Unauthenticated},
@@ -245,9 +245,10 @@ func TestFailedAuthKeepsConnectionUntilMaxAttempts(t *testing.T) {
 	if !s.Authenticated() || s.AccountID() != "grace" {
 		t.Fatal("session not authenticated")
 	}
-	// Authenticating again is refused but harmless.
+	// Authenticating again for the same account succeeds and changes nothing
+	// (as the official server does).
 	rc.send("AuthenticateRequest", 9, 0, []byte("grace"))
-	if r := rc.read(); r.ErrorCode != protocol.AlreadyAuthenticated {
+	if r := rc.read(); r.ErrorCode != protocol.Success || r.MsgSeq != 9 || s.AccountID() != "grace" {
 		t.Fatalf("second auth = %+v", r)
 	}
 	if h.mgr.Stats().AuthFailures != 2 {

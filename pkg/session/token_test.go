@@ -54,3 +54,59 @@ func TestTokensIssueVerify(t *testing.T) {
 		t.Error("plain credentials taken for a token")
 	}
 }
+
+// Reconnect tokens: the lifetime counts from the reconnect moment, a token
+// is accepted once per server, forged and expired ones are refused, and the
+// ids remembered against replay expire with their tokens.
+func TestReconnectTokenLifetimeAndReplay(t *testing.T) {
+	key := []byte("0123456789abcdef0123456789abcdef")
+	now := time.Now()
+	clock := func() time.Time { return now }
+	issuer, _ := NewTokens(key, 5*time.Second)
+	issuer.now = clock
+	verifier, _ := NewTokens(key, 5*time.Second) // another pod with the same key
+	verifier.now = clock
+
+	// Told to come back in 20s: valid until 25s from now, not 5s.
+	tok, err := issuer.IssueFrom("acct", 3, now.Add(20*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(22 * time.Second)
+	c, err := verifier.Verify(tok)
+	if err != nil || c.Account != "acct" || c.StageID != 3 {
+		t.Fatalf("token at the reconnect moment: %+v %v", c, err)
+	}
+	if _, err := verifier.Verify(tok); !errors.Is(err, ErrTokenReplayed) || !errors.Is(err, ErrInvalidToken) {
+		t.Fatalf("replayed token: %v", err)
+	}
+	// The issuing pod has not seen it: a token is single-use per pod.
+	if _, err := issuer.Verify(tok); err != nil {
+		t.Fatalf("first use on another pod: %v", err)
+	}
+	forged, _ := NewTokens([]byte("another-key-another-key-another!"), time.Minute)
+	bad, _ := forged.Issue("acct", 3)
+	if _, err := verifier.Verify(bad); !errors.Is(err, ErrInvalidToken) {
+		t.Fatalf("forged token: %v", err)
+	}
+	now = now.Add(4 * time.Second) // past 25s
+	late, _ := issuer.IssueFrom("acct", 3, now.Add(-time.Hour))
+	if _, err := verifier.Verify(tok); !errors.Is(err, ErrInvalidToken) {
+		t.Fatalf("expired token: %v", err)
+	}
+	if verifier.remembered() != 1 {
+		t.Fatalf("remembered %d ids", verifier.remembered())
+	}
+	// A moment in the past never shortens the lifetime below "from now".
+	now = now.Add(6 * time.Second)
+	if _, err := verifier.Verify(late); !errors.Is(err, ErrInvalidToken) {
+		t.Fatalf("late token past its lifetime: %v", err)
+	}
+	fresh, _ := issuer.Issue("acct", 3)
+	if _, err := verifier.Verify(fresh); err != nil {
+		t.Fatal(err)
+	}
+	if n := verifier.remembered(); n != 1 {
+		t.Fatalf("expired ids kept: %d remembered", n)
+	}
+}
