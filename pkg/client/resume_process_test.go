@@ -402,32 +402,45 @@ func TestResumeAcrossServerProcesses(t *testing.T) {
 
 	// Account: a new session authenticating as player-i supersedes the
 	// resumed one, which the second server therefore holds for player-i.
+	// The sessions are checked side by side: each superseded session ends
+	// with a lingering close that takes about closeQuiet.
+	var wg sync.WaitGroup
 	for i := range sessions {
-		late, err := Dial(ctx, second.tcp, Options{HeartbeatInterval: -1, DisableResume: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := late.Authenticate(ctx, "AuthenticateRequest", []byte(fmt.Sprintf("player-%d", i))); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case p := <-clients[i].Pushes():
-			if p.MsgID != "@Kick@" || !bytes.Contains(p.Payload, []byte("Superseded")) {
-				t.Fatalf("session %d: push %s %s, want @Kick@ Superseded", i, p.MsgID, p.Payload)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			late, err := Dial(ctx, second.tcp, Options{HeartbeatInterval: -1, DisableResume: true})
+			if err != nil {
+				t.Errorf("session %d: dial: %v", i, err)
+				return
 			}
-		case <-ctx.Done():
-			t.Fatalf("session %d: not superseded by a new login as player-%d", i, i)
-		}
-		select {
-		case <-clients[i].Done():
-		case <-ctx.Done():
-			t.Fatalf("session %d: not closed after @Kick@", i)
-		}
-		if errors.Is(clients[i].Err(), ErrResumeFailed) {
-			t.Fatalf("session %d: a kick is not a drain, yet the client tried to resume: %v", i, clients[i].Err())
-		}
-		late.Close()
+			defer late.Close()
+			if _, err := late.Authenticate(ctx, "AuthenticateRequest", []byte(fmt.Sprintf("player-%d", i))); err != nil {
+				t.Errorf("session %d: authenticate as player-%d: %v", i, i, err)
+				return
+			}
+			select {
+			case p := <-clients[i].Pushes():
+				if p.MsgID != "@Kick@" || !bytes.Contains(p.Payload, []byte("Superseded")) {
+					t.Errorf("session %d: push %s %s, want @Kick@ Superseded", i, p.MsgID, p.Payload)
+					return
+				}
+			case <-ctx.Done():
+				t.Errorf("session %d: not superseded by a new login as player-%d", i, i)
+				return
+			}
+			select {
+			case <-clients[i].Done():
+			case <-ctx.Done():
+				t.Errorf("session %d: not closed after @Kick@", i)
+				return
+			}
+			if errors.Is(clients[i].Err(), ErrResumeFailed) {
+				t.Errorf("session %d: a kick is not a drain, yet the client tried to resume: %v", i, clients[i].Err())
+			}
+		}()
 	}
+	wg.Wait()
 }
 
 // drainUnderLoad runs, on every client, a loop of requests (one always in

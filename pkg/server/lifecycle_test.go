@@ -357,6 +357,7 @@ func TestWebSocketPingFloodClosed(t *testing.T) {
 // only, not sessions closed for other reasons.
 func TestSlowConsumerMetricCountsOnlySlowConsumers(t *testing.T) {
 	c, _ := testConfig(t)
+	c.Limits.MaxPacketSize = 32 << 10
 	c.Limits.MaxPendingOutboundBytes = 64 << 10
 	c.Limits.WriteTimeout = config.D(500 * time.Millisecond)
 	srv := startServer(t, c)
