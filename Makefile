@@ -66,9 +66,9 @@ test-deps: ## Install the test tools that are not Go modules (Debian's chromium 
 	hack/test-deps.sh
 
 .PHONY: test
-test: fmt-check vet check-generated test-deps helm ## Install what the tests need and run every test (race detector on), then the zero-allocation tests without it.
-	HELM="$(HELM)" KUBEBUILDER_ASSETS="$$(hack/envtest-bins.sh)" go test $(GO_TEST_FLAGS) $(PKGS)
+test: fmt-check vet check-generated test-deps helm ## Install what the tests need, run the allocation tests without the race detector, then every test with it.
 	go test -count=1 -run 'ZeroAlloc|BoundedAlloc' ./pkg/...
+	HELM="$(HELM)" KUBEBUILDER_ASSETS="$$(hack/envtest-bins.sh)" go test $(GO_TEST_FLAGS) $(PKGS)
 
 .PHONY: test-short
 test-short: ## Run the tests without the race detector and without envtest.
