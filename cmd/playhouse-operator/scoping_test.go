@@ -6,23 +6,16 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	playhousev1alpha1 "github.com/playhouse-k8s/playhouse/api/v1alpha1"
 	"github.com/playhouse-k8s/playhouse/internal/charttest"
@@ -47,12 +40,7 @@ func TestClusterWideInstallWithChartRBAC(t *testing.T) {
 // testInstallWithChartRBAC runs the operator as the chart's ServiceAccount
 // with only the RBAC the chart renders, namespaced to team-a or cluster-wide.
 func testInstallWithChartRBAC(t *testing.T, namespaced bool) {
-	if testing.Short() {
-		t.Skip("envtest skipped under -short")
-	}
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		t.Fatal("KUBEBUILDER_ASSETS is not set: run `make test`, or `KUBEBUILDER_ASSETS=$(hack/envtest-bins.sh) go test ./cmd/playhouse-operator/`; -short skips this test")
-	}
+	cfg, scheme, admin := startAPIServer(t)
 	var renderArgs, flags []string
 	if namespaced {
 		renderArgs = []string{"--set", "watchNamespaces={team-a}"}
@@ -60,23 +48,6 @@ func testInstallWithChartRBAC(t *testing.T, namespaced bool) {
 	}
 	objs := charttest.Render(t, "ph", "playhouse-system", renderArgs...)
 
-	ctrl.SetLogger(logr.Discard())
-	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-	}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("start envtest: %v", err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	scheme := runtime.NewScheme()
-	_ = clientgoscheme.AddToScheme(scheme)
-	_ = playhousev1alpha1.AddToScheme(scheme)
-	admin, err := client.New(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
 	for _, ns := range []string{"playhouse-system", "team-a", "team-b"} {
 		if err := admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
