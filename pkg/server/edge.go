@@ -153,7 +153,7 @@ func (s *Server) prelude(ctx context.Context, kind transport.Kind, ec *edgeConn)
 		return ec, true
 	}
 	tc := tls.Server(ec, s.tlsConfig)
-	hctx, cancel := context.WithTimeout(ctx, s.cfg.Limits.TLSHandshakeTimeout.Duration)
+	hctx, cancel := context.WithTimeout(ctx, s.opts.HandshakeTimeout)
 	err := tc.HandshakeContext(hctx)
 	cancel()
 	if err != nil {
@@ -259,8 +259,7 @@ func edgeFrom(ctx context.Context) *edgeConn {
 // set, so an HTTP client cannot hold a connection beyond the handshake
 // timeout without upgrading.
 func (s *Server) upgradeServer(h http.Handler) *http.Server {
-	l := s.cfg.Limits
-	hs := l.TLSHandshakeTimeout.Duration
+	hs := s.opts.HandshakeTimeout
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if ec := edgeFrom(r.Context()); ec != nil {
@@ -274,9 +273,9 @@ func (s *Server) upgradeServer(h http.Handler) *http.Server {
 		}),
 		ReadHeaderTimeout: hs,
 		ReadTimeout:       hs,
-		WriteTimeout:      hs + l.WriteTimeout.Duration,
+		WriteTimeout:      hs + s.mgr.Options().WriteTimeout,
 		IdleTimeout:       hs,
-		MaxHeaderBytes:    l.MaxHeaderBytes,
+		MaxHeaderBytes:    s.opts.MaxHeaderBytes,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if ec := edgeOf(c); ec != nil {
 				return context.WithValue(ctx, edgeKey{}, ec)

@@ -1,9 +1,10 @@
-package server
+package server_test
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	. "github.com/playhouse-k8s/playhouse/pkg/server"
 	"io"
 	"net"
 	"sync"

@@ -1,8 +1,9 @@
-package server
+package server_test
 
 import (
 	"context"
 	"crypto/tls"
+	. "github.com/playhouse-k8s/playhouse/pkg/server"
 	"net"
 	"net/http"
 	"strings"

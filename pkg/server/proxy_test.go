@@ -1,7 +1,8 @@
-package server
+package server_test
 
 import (
 	"context"
+	. "github.com/playhouse-k8s/playhouse/pkg/server"
 	"net"
 	"net/http"
 	"testing"
@@ -140,7 +141,7 @@ func TestProxyProtocolRefusesUntrustedAndMalformed(t *testing.T) {
 func TestProxyProtocolConfigErrors(t *testing.T) {
 	c, _ := testConfig(t)
 	c.Transports.ProxyProtocol.Enabled = true
-	if _, err := New(c, nil, nil); err == nil {
+	if _, err := newServer(c, nil, nil); err == nil {
 		t.Fatal("PROXY protocol without trusted CIDRs accepted")
 	}
 }
