@@ -41,6 +41,8 @@ type Server struct {
 	httpServers []*http.Server
 	queues      []*connQueue
 	cancel      context.CancelFunc
+	runCtx      context.Context // Start's context, canceled when accepting stops
+	mounted     []net.Listener  // the listeners given to AdmitListener
 	serving     sync.WaitGroup // accept loops and upgrade servers
 	conns       sync.WaitGroup // connection goroutines (see acceptLoop, handOff)
 	open        atomic.Int64   // admitted connections of the own listeners not yet closed
@@ -133,6 +135,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		return errors.New("server already started")
 	}
 	ctx, s.cancel = context.WithCancel(ctx)
+	s.mu.Lock()
+	s.runCtx = ctx
+	s.mu.Unlock()
 	defer func() {
 		if err != nil {
 			s.cancel()
@@ -304,6 +309,9 @@ func (s *Server) closeListeners() {
 	for _, ln := range s.listeners {
 		ln.Close()
 	}
+	for _, ln := range s.mounted {
+		ln.Close()
+	}
 	for _, q := range s.queues {
 		q.Close()
 	}
@@ -320,7 +328,7 @@ type Status struct {
 	// included.
 	Sessions int `json:"sessions"`
 	// SessionsByTransport is the number of open sessions per transport
-	// (tcp, tls-tcp, websocket, wss), whichever listener or mounted handler
+	// (tcp, tls-tcp, ws, wss), whichever listener or mounted handler
 	// they came through.
 	SessionsByTransport map[string]int64 `json:"sessionsByTransport"`
 	// Draining is true once shutdown has begun.
