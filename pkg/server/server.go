@@ -43,9 +43,9 @@ type Server struct {
 	cancel      context.CancelFunc
 	runCtx      context.Context // Start's context, canceled when accepting stops
 	mounted     []net.Listener  // the listeners given to AdmitListener
-	serving     sync.WaitGroup // accept loops and upgrade servers
-	conns       sync.WaitGroup // connection goroutines (see acceptLoop, handOff)
-	open        atomic.Int64   // admitted connections of the own listeners not yet closed
+	serving     sync.WaitGroup  // accept loops and upgrade servers
+	conns       sync.WaitGroup  // connection goroutines (see acceptLoop, handOff)
+	open        atomic.Int64    // admitted connections of the own listeners and AdmitListener's not yet closed
 	budget      *protocol.Budget
 	proxy       *transport.ProxyPolicy
 	abortCtx    context.Context    // canceled by Abort
@@ -117,7 +117,7 @@ func (s *Server) certExpiry() time.Time {
 func (s *Server) InboundBudget() *protocol.Budget { return s.budget }
 
 // OpenConnections reports the client connections accepted on the server's
-// own listeners and not yet closed: sessions, and connections still in their
+// own listeners (and on AdmitListener's) and not yet closed: sessions, and connections still in their
 // PROXY-header, TLS-handshake or HTTP-upgrade phase. Each holds an admission
 // slot.
 func (s *Server) OpenConnections() int64 { return s.open.Load() }
