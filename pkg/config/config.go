@@ -181,15 +181,15 @@ type WebSocketListener struct {
 	AllowMissingOrigin bool `json:"allowMissingOrigin"`
 }
 
-// TLS names certificate files. They are watched: a renewed certificate is
-// used for new handshakes without a restart.
+// TLS names certificate files. They are re-read every ReloadInterval: a
+// renewed certificate is used for new handshakes without a restart.
 type TLS struct {
 	// CertFile is the PEM certificate chain.
 	CertFile string `json:"certFile,omitempty"`
 	// KeyFile is the PEM private key.
 	KeyFile string `json:"keyFile,omitempty"`
-	// ReloadInterval is how often the files are re-read, besides file-change
-	// events (default 10s).
+	// ReloadInterval is how often the files are re-read and, when their
+	// content changed, loaded (default 10s).
 	ReloadInterval Duration `json:"reloadInterval"`
 }
 
