@@ -2,13 +2,13 @@ package server_test
 
 import (
 	"crypto/tls"
-	. "github.com/playhouse-k8s/playhouse/pkg/server"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/playhouse-k8s/playhouse/internal/testcert"
 	"github.com/playhouse-k8s/playhouse/pkg/config"
+	. "github.com/playhouse-k8s/playhouse/pkg/server"
 	"github.com/playhouse-k8s/playhouse/pkg/transport"
 )
 

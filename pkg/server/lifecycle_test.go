@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	. "github.com/playhouse-k8s/playhouse/pkg/server"
 	"io"
 	"net"
 	"sync"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/playhouse-k8s/playhouse/pkg/config"
 	"github.com/playhouse-k8s/playhouse/pkg/protocol"
+	. "github.com/playhouse-k8s/playhouse/pkg/server"
 	"github.com/playhouse-k8s/playhouse/pkg/session"
 	"github.com/playhouse-k8s/playhouse/pkg/transport"
 )

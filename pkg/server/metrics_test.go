@@ -3,7 +3,6 @@ package server_test
 import (
 	"context"
 	"crypto/tls"
-	. "github.com/playhouse-k8s/playhouse/pkg/server"
 	"net"
 	"net/http"
 	"strings"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/playhouse-k8s/playhouse/pkg/client"
 	"github.com/playhouse-k8s/playhouse/pkg/protocol"
+	. "github.com/playhouse-k8s/playhouse/pkg/server"
 	"github.com/playhouse-k8s/playhouse/pkg/transport"
 )
 

@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"context"
-	. "github.com/playhouse-k8s/playhouse/pkg/server"
 	"net"
 	"net/http"
 	"testing"
@@ -12,6 +11,7 @@ import (
 	"github.com/pires/go-proxyproto"
 
 	"github.com/playhouse-k8s/playhouse/pkg/config"
+	. "github.com/playhouse-k8s/playhouse/pkg/server"
 	"github.com/playhouse-k8s/playhouse/pkg/session"
 	"github.com/playhouse-k8s/playhouse/pkg/transport"
 )
