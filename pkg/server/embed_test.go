@@ -311,3 +311,20 @@ func TestAdmitListenerProxyProtocol(t *testing.T) {
 	}
 	c3.Close()
 }
+
+// Options that cannot work are refused by New, with the field named.
+func TestOptionsRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		o    server.Options
+		want string
+	}{
+		{"no handler", server.Options{}, "Session.Handler is required"},
+		{"tls listener without certificate", server.Options{Session: session.Options{Handler: echo.New()}, WSS: server.WebSocketListener{Addr: "127.0.0.1:0"}}, "TLS.Config"},
+		{"bad proxy CIDR", server.Options{Session: session.Options{Handler: echo.New()}, ProxyProtocol: server.ProxyProtocolOptions{TrustedCIDRs: []string{"nonsense"}}}, "nonsense"},
+	} {
+		if _, err := server.New(tc.o); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want it to contain %q", tc.name, err, tc.want)
+		}
+	}
+}

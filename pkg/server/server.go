@@ -117,9 +117,9 @@ func (s *Server) certExpiry() time.Time {
 func (s *Server) InboundBudget() *protocol.Budget { return s.budget }
 
 // OpenConnections reports the client connections accepted on the server's
-// own listeners (and on AdmitListener's) and not yet closed: sessions, and connections still in their
-// PROXY-header, TLS-handshake or HTTP-upgrade phase. Each holds an admission
-// slot.
+// own listeners (and on AdmitListener's) and not yet closed: sessions, and
+// connections still in their PROXY-header, TLS-handshake or HTTP-upgrade
+// phase. Each holds an admission slot.
 func (s *Server) OpenConnections() int64 { return s.open.Load() }
 
 // Manager returns the session manager.
