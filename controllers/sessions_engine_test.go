@@ -10,9 +10,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/playhouse-k8s/playhouse/pkg/apps"
 	"github.com/playhouse-k8s/playhouse/pkg/client"
 	"github.com/playhouse-k8s/playhouse/pkg/config"
-	"github.com/playhouse-k8s/playhouse/pkg/server"
+	"github.com/playhouse-k8s/playhouse/pkg/server/serverconfig"
 	"github.com/playhouse-k8s/playhouse/pkg/transport"
 )
 
@@ -25,7 +26,7 @@ func TestHTTPSessionReaderAgainstTheEngine(t *testing.T) {
 	cfg.Transports.TCP.Port = 0
 	cfg.Transports.WebSocket.Port = 0
 	cfg.Admin.Port = 0
-	srv, err := server.New(cfg, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv, err := serverconfig.NewApp(cfg, apps.Builtin(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatalf("server.New: %v", err)
 	}

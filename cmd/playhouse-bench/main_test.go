@@ -11,8 +11,10 @@ import (
 	"time"
 
 	"github.com/playhouse-k8s/playhouse/internal/testcert"
+	"github.com/playhouse-k8s/playhouse/pkg/apps"
 	"github.com/playhouse-k8s/playhouse/pkg/config"
 	"github.com/playhouse-k8s/playhouse/pkg/server"
+	"github.com/playhouse-k8s/playhouse/pkg/server/serverconfig"
 	"github.com/playhouse-k8s/playhouse/pkg/transport"
 )
 
@@ -29,7 +31,7 @@ func startEcho(t *testing.T, ratePerSecond float64) (*server.Server, *testcert.B
 	c.Transports.WSS.Enabled, c.Transports.WSS.Port = true, 0
 	c.Transports.TLS.CertFile, c.Transports.TLS.KeyFile = certs.CertFile, certs.KeyFile
 	c.Limits.RateLimit.PacketsPerSecond = ratePerSecond
-	srv, err := server.New(c, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv, err := serverconfig.NewApp(c, apps.Builtin(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,8 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/playhouse-k8s/playhouse/pkg/apps"
 	"github.com/playhouse-k8s/playhouse/pkg/config"
-	"github.com/playhouse-k8s/playhouse/pkg/server"
+	"github.com/playhouse-k8s/playhouse/pkg/server/serverconfig"
 	"github.com/playhouse-k8s/playhouse/pkg/transport"
 )
 
@@ -52,7 +53,7 @@ func TestOnceFails(t *testing.T) {
 	c.Transports.TCP.Port, c.Admin.Port = 0, 0
 	c.Transports.WebSocket.Enabled = false
 	c.Auth.Mode, c.Auth.SigningKeyFile = config.AuthModeToken, keyFile
-	srv, err := server.New(c, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv, err := serverconfig.NewApp(c, apps.Builtin(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

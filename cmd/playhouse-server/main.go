@@ -12,10 +12,12 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
+	"github.com/playhouse-k8s/playhouse/pkg/apps"
 	"github.com/playhouse-k8s/playhouse/pkg/config"
-	"github.com/playhouse-k8s/playhouse/pkg/server"
+	"github.com/playhouse-k8s/playhouse/pkg/server/serverconfig"
 )
 
 func main() {
@@ -45,7 +47,7 @@ func parseFlags(args []string, stderr io.Writer) (flags, *flag.FlagSet, error) {
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate chain for TLS transports")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key for TLS transports")
 	fs.StringVar(&f.adminAddr, "admin-addr", "", "admin HTTP address (/healthz, /readyz, /status, /metrics)")
-	fs.StringVar(&f.app, "app", "", "built-in application: echo or relay")
+	fs.StringVar(&f.app, "app", "", "built-in application: "+strings.Join(apps.Builtin().Names(), " or "))
 	fs.StringVar(&f.logFmt, "log-format", "", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "", "log level: debug, info, warn or error")
 	err := fs.Parse(args)
@@ -96,6 +98,14 @@ func loadConfig(f flags) (config.Config, error) {
 	if err := c.Validate(); err != nil {
 		return config.Config{}, err
 	}
+	if t := c.Transports; !t.TCP.Enabled && !t.WebSocket.Enabled && !t.TLSTCP.Enabled && !t.WSS.Enabled {
+		// transports.mounted is for programs that serve WebSocket through
+		// their own HTTP server; playhouse-server has none.
+		return config.Config{}, errors.New("invalid config: transports: no transport is enabled (playhouse-server mounts no handler, so transports.mounted alone serves nothing)")
+	}
+	if reg := apps.Builtin(); reg[c.App] == nil {
+		return config.Config{}, fmt.Errorf("invalid config: app: must be a built-in application (%s), got %q", strings.Join(reg.Names(), ", "), c.App)
+	}
 	return c, nil
 }
 
@@ -123,7 +133,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(cfg.Log, stderr)
-	srv, err := server.New(cfg, nil, log)
+	// The built-in applications; a program embedding the engine registers
+	// its own or passes its handler to serverconfig.New.
+	srv, err := serverconfig.NewApp(cfg, apps.Builtin(), log)
 	if err != nil {
 		return err
 	}

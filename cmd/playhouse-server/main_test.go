@@ -51,6 +51,8 @@ func TestBadInputIsAClearError(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.yaml")
 	_ = os.WriteFile(bad, []byte("limits: {maxPacketSize: -1}\n"), 0o600)
+	mountedOnly := filepath.Join(dir, "mounted.yaml")
+	_ = os.WriteFile(mountedOnly, []byte("transports: {tcp: {enabled: false}, websocket: {enabled: false}, mounted: true}\n"), 0o600)
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -59,6 +61,7 @@ func TestBadInputIsAClearError(t *testing.T) {
 		{[]string{"--config", bad}, "limits.maxPacketSize"},
 		{[]string{"--wss-addr", "127.0.0.1:0"}, "certFile and keyFile are required"},
 		{[]string{"--app", "chess"}, "app: must be"},
+		{[]string{"--config", mountedOnly}, "playhouse-server mounts no handler"},
 		{[]string{"--no-such-flag"}, "not defined"},
 		{[]string{"extra"}, "unexpected arguments"},
 	} {

@@ -127,7 +127,10 @@ type Config struct {
 	Auth Auth `json:"auth"`
 	// DrainTimeout bounds the graceful drain on SIGTERM.
 	DrainTimeout Duration `json:"drainTimeout"`
-	// App names the built-in application handler: "echo" or "relay".
+	// App names the application playhouse-server runs: a built-in one
+	// ("echo" or "relay"). It is checked by the program that picks the
+	// handler; a program that supplies its own handler ignores it, so any
+	// name is valid here.
 	App string `json:"app,omitempty"`
 	// Log selects the log format and level.
 	Log Log `json:"log"`
@@ -147,6 +150,11 @@ type Transports struct {
 	TLS TLS `json:"tls"`
 	// ProxyProtocol enables the PROXY protocol on the TCP listeners.
 	ProxyProtocol ProxyProtocol `json:"proxyProtocol"`
+	// Mounted says that the program embedding the engine serves WebSocket
+	// through its own HTTP server (Server.WebSocketHandler), so a
+	// configuration with every listener above disabled is valid. Default
+	// false; playhouse-server mounts nothing and refuses it.
+	Mounted bool `json:"mounted,omitempty"`
 }
 
 // Listener is one TCP-based listener.
@@ -173,15 +181,15 @@ type WebSocketListener struct {
 	AllowMissingOrigin bool `json:"allowMissingOrigin"`
 }
 
-// TLS names certificate files. They are watched: a renewed certificate is
-// used for new handshakes without a restart.
+// TLS names certificate files. They are re-read every ReloadInterval: a
+// renewed certificate is used for new handshakes without a restart.
 type TLS struct {
 	// CertFile is the PEM certificate chain.
 	CertFile string `json:"certFile,omitempty"`
 	// KeyFile is the PEM private key.
 	KeyFile string `json:"keyFile,omitempty"`
-	// ReloadInterval is how often the files are re-read, besides file-change
-	// events (default 10s).
+	// ReloadInterval is how often the files are re-read and, when their
+	// content changed, loaded (default 10s).
 	ReloadInterval Duration `json:"reloadInterval"`
 }
 
@@ -199,7 +207,11 @@ type ProxyProtocol struct {
 
 // Admin is the admin HTTP endpoint.
 type Admin struct {
-	// Port is the admin HTTP port.
+	// Enabled binds the admin listener (default true). When false no admin
+	// port is bound; a program embedding the engine may mount
+	// Server.AdminHandler on its own mux instead.
+	Enabled bool `json:"enabled"`
+	// Port is the admin HTTP port (0 picks a free one, for tests).
 	Port int `json:"port"`
 	// Address, when set, overrides BindAddress:Port.
 	Address string `json:"address,omitempty"`
@@ -370,7 +382,7 @@ func Default() Config {
 			TLS:           TLS{ReloadInterval: D(10 * time.Second)},
 			ProxyProtocol: ProxyProtocol{HeaderTimeout: D(5 * time.Second)},
 		},
-		Admin: Admin{Port: DefaultAdminPort},
+		Admin: Admin{Enabled: true, Port: DefaultAdminPort},
 		Protocol: Protocol{
 			RequestHeader:      RequestHeaderCompact,
 			HeartbeatMsgID:     "@Heart@Beat@",
@@ -456,7 +468,10 @@ func (c Config) AdminAddr() string {
 	return net.JoinHostPort(c.BindAddress, strconv.Itoa(c.Admin.Port))
 }
 
-// Validate reports every problem in the configuration at once.
+// Validate reports every problem in the configuration at once. A
+// configuration with every client listener disabled is valid only with
+// transports.mounted set (a program embedding the engine serves WebSocket
+// through its own HTTP server).
 func (c Config) Validate() error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
@@ -478,6 +493,9 @@ func (c Config) Validate() error {
 	port("transports.websocket", t.WebSocket.Listener)
 	port("transports.tlsTcp", t.TLSTCP)
 	port("transports.wss", t.WSS.Listener)
+	if !t.TCP.Enabled && !t.WebSocket.Enabled && !t.TLSTCP.Enabled && !t.WSS.Enabled && !t.Mounted {
+		bad("transports", "no transport is enabled (set transports.mounted when the program serves WebSocket through its own HTTP server)")
+	}
 	if c.Admin.Address == "" && (c.Admin.Port < 0 || c.Admin.Port > 65535) {
 		bad("admin.port", "must be 0..65535, got %d", c.Admin.Port)
 	}
@@ -485,9 +503,6 @@ func (c Config) Validate() error {
 		if w.Enabled && !strings.HasPrefix(w.Path, "/") {
 			bad("transports."+name+".path", "must start with /, got %q", w.Path)
 		}
-	}
-	if !t.TCP.Enabled && !t.WebSocket.Enabled && !t.TLSTCP.Enabled && !t.WSS.Enabled {
-		bad("transports", "no transport is enabled")
 	}
 	if (t.TLSTCP.Enabled || t.WSS.Enabled) && (t.TLS.CertFile == "" || t.TLS.KeyFile == "") {
 		bad("transports.tls", "certFile and keyFile are required when tlsTcp or wss is enabled")
@@ -587,9 +602,6 @@ func (c Config) Validate() error {
 		}
 	default:
 		bad("auth.mode", "must be %q or %q, got %q", AuthModeOpen, AuthModeToken, c.Auth.Mode)
-	}
-	if c.App != "echo" && c.App != "relay" {
-		bad("app", "must be \"echo\" or \"relay\" (the built-in apps), got %q", c.App)
 	}
 	switch c.Log.Format {
 	case "text", "json":

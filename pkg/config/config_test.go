@@ -67,9 +67,9 @@ func TestParseErrors(t *testing.T) {
 		{"transports: {websocket: {path: ws}}", "transports.websocket.path: must start with /"},
 		{"transports: {wss: {enabled: true}}", "transports.tls: certFile and keyFile are required"},
 		{"transports: {tcp: {enabled: false}, websocket: {enabled: false}}", "no transport is enabled"},
+		{"admin: {enabled: true, port: -1}", "admin.port: must be 0..65535"},
 		{"protocol: {requestHeader: big}", "protocol.requestHeader"},
 		{"auth: {mode: magic}", "auth.mode"},
-		{"app: chess", "app: must be"},
 		{"limits: {perIPExempt: [nonsense]}", "limits.perIPExempt[0]"},
 		{"limtis: {}", "unknown field"},
 		{"log: {level: loud}", "log.level"},
@@ -163,5 +163,21 @@ func TestDurationSeconds(t *testing.T) {
 	}
 	if c.DrainTimeout.Duration != 45*time.Second {
 		t.Errorf("drainTimeout = %v", c.DrainTimeout)
+	}
+}
+
+// A program that supplies its own handler may name its app anything, and a
+// program that mounts the WebSocket handler itself needs no engine listener
+// (issue 10, points 1 and 2); the admin listener can be turned off.
+func TestEmbeddingConfig(t *testing.T) {
+	c, err := Parse([]byte("app: chess\ntransports: {tcp: {enabled: false}, websocket: {enabled: false}, mounted: true}\nadmin: {enabled: false}"))
+	if err != nil {
+		t.Fatalf("embedding config refused: %v", err)
+	}
+	if c.App != "chess" || c.Admin.Enabled || !c.Transports.Mounted {
+		t.Fatalf("parsed %+v", c)
+	}
+	if !Default().Admin.Enabled {
+		t.Fatal("admin listener is not on by default")
 	}
 }

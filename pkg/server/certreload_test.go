@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"crypto/tls"
@@ -8,6 +8,7 @@ import (
 
 	"github.com/playhouse-k8s/playhouse/internal/testcert"
 	"github.com/playhouse-k8s/playhouse/pkg/config"
+	. "github.com/playhouse-k8s/playhouse/pkg/server"
 	"github.com/playhouse-k8s/playhouse/pkg/transport"
 )
 
@@ -37,7 +38,7 @@ func TestCertificateReload(t *testing.T) {
 	if err != nil || !got.Equal(first.NotAfter.Truncate(time.Second)) && !got.Equal(first.NotAfter) {
 		t.Fatalf("first certificate: %v %v (want %v)", got, err, first.NotAfter)
 	}
-	if exp := srv.certExpiry(); exp.Unix() != first.NotAfter.Unix() {
+	if exp := CertExpiry(srv); exp.Unix() != first.NotAfter.Unix() {
 		t.Fatalf("expiry metric source = %v", exp)
 	}
 
@@ -49,7 +50,7 @@ func TestCertificateReload(t *testing.T) {
 		got, err := notAfter(second.ClientConfig())
 		return err == nil && got.Unix() == second.NotAfter.Unix()
 	})
-	waitFor(t, "the expiry to follow", func() bool { return srv.certExpiry().Unix() == second.NotAfter.Unix() })
+	waitFor(t, "the expiry to follow", func() bool { return CertExpiry(srv).Unix() == second.NotAfter.Unix() })
 	// Clients that only trust the old CA now fail the handshake.
 	if _, err := notAfter(first.ClientConfig()); err == nil {
 		t.Fatal("old CA still accepted after the renewal")

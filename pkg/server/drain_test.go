@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"context"
@@ -175,7 +175,7 @@ func TestDrainTimeoutAndAbort(t *testing.T) {
 				release: make(chan struct{}),
 			}
 			defer close(h.release)
-			srv, err := New(c, h, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			srv, err := newServer(c, h, slog.New(slog.NewTextHandler(io.Discard, nil)))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -153,7 +153,7 @@ func (s *Server) prelude(ctx context.Context, kind transport.Kind, ec *edgeConn)
 		return ec, true
 	}
 	tc := tls.Server(ec, s.tlsConfig)
-	hctx, cancel := context.WithTimeout(ctx, s.cfg.Limits.TLSHandshakeTimeout.Duration)
+	hctx, cancel := context.WithTimeout(ctx, s.opts.HandshakeTimeout)
 	err := tc.HandshakeContext(hctx)
 	cancel()
 	if err != nil {
@@ -259,8 +259,7 @@ func edgeFrom(ctx context.Context) *edgeConn {
 // set, so an HTTP client cannot hold a connection beyond the handshake
 // timeout without upgrading.
 func (s *Server) upgradeServer(h http.Handler) *http.Server {
-	l := s.cfg.Limits
-	hs := l.TLSHandshakeTimeout.Duration
+	hs := s.opts.HandshakeTimeout
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if ec := edgeFrom(r.Context()); ec != nil {
@@ -274,9 +273,9 @@ func (s *Server) upgradeServer(h http.Handler) *http.Server {
 		}),
 		ReadHeaderTimeout: hs,
 		ReadTimeout:       hs,
-		WriteTimeout:      hs + l.WriteTimeout.Duration,
+		WriteTimeout:      hs + s.mgr.Options().WriteTimeout,
 		IdleTimeout:       hs,
-		MaxHeaderBytes:    l.MaxHeaderBytes,
+		MaxHeaderBytes:    s.opts.MaxHeaderBytes,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if ec := edgeOf(c); ec != nil {
 				return context.WithValue(ctx, edgeKey{}, ec)
@@ -313,4 +312,53 @@ func (s *Server) waitConns(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("waiting for connection goroutines: %w", ctx.Err())
 	}
+}
+
+// AdmitListener wraps a listener of your own HTTP server (one that serves
+// a WebSocketHandler) the way the server runs its own listeners: every
+// connection is admitted the moment it is accepted (draining,
+// maxConnections, per-IP; a refused one is closed at once) and, when
+// Options.ProxyProtocol is set, its PROXY header is read within
+// HeaderTimeout and the client address it names becomes its RemoteAddr
+// and its per-IP key. Serve your http.Server on the returned listener
+// (wrapped in tls.NewListener for WSS) and set its ConnContext to the
+// server's ConnContext, so that an upgrade uses the connection's admission
+// instead of taking a second one. Every connection of the listener holds
+// an admission slot until it closes, plain HTTP requests' included. Call
+// it after Start; Drain and Shutdown close ln.
+func (s *Server) AdmitListener(ln net.Listener) (net.Listener, error) {
+	s.mu.Lock()
+	ctx := s.runCtx
+	if ctx == nil || ctx.Err() != nil {
+		s.mu.Unlock()
+		return nil, errors.New("AdmitListener: the server is not running (call it after Start)")
+	}
+	q := newConnQueue(ln.Addr())
+	s.mounted = append(s.mounted, ln)
+	s.queues = append(s.queues, q)
+	s.serving.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.serving.Done()
+		// KindWebSocket: the prelude reads the PROXY header only; TLS, if
+		// any, is the caller's, above the returned listener.
+		s.acceptLoop(ctx, transport.KindWebSocket, ln, func(_ *edgeConn, c net.Conn) {
+			select {
+			case q.ch <- c:
+			case <-q.done:
+				c.Close()
+			}
+		})
+	}()
+	return q, nil
+}
+
+// ConnContext is the http.Server ConnContext to set on your own server
+// when it serves AdmitListener's listener: it lets WebSocketHandler find
+// the admission the connection took at accept.
+func (s *Server) ConnContext(ctx context.Context, c net.Conn) context.Context {
+	if ec := edgeOf(c); ec != nil {
+		return context.WithValue(ctx, edgeKey{}, ec)
+	}
+	return ctx
 }

@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 
 	"github.com/playhouse-k8s/playhouse/pkg/client"
 	"github.com/playhouse-k8s/playhouse/pkg/protocol"
+	. "github.com/playhouse-k8s/playhouse/pkg/server"
 	"github.com/playhouse-k8s/playhouse/pkg/transport"
 )
 

@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"github.com/pires/go-proxyproto"
 
 	"github.com/playhouse-k8s/playhouse/pkg/config"
+	. "github.com/playhouse-k8s/playhouse/pkg/server"
 	"github.com/playhouse-k8s/playhouse/pkg/session"
 	"github.com/playhouse-k8s/playhouse/pkg/transport"
 )
@@ -140,7 +141,7 @@ func TestProxyProtocolRefusesUntrustedAndMalformed(t *testing.T) {
 func TestProxyProtocolConfigErrors(t *testing.T) {
 	c, _ := testConfig(t)
 	c.Transports.ProxyProtocol.Enabled = true
-	if _, err := New(c, nil, nil); err == nil {
+	if _, err := newServer(c, nil, nil); err == nil {
 		t.Fatal("PROXY protocol without trusted CIDRs accepted")
 	}
 }

@@ -13,16 +13,10 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
-
-	"github.com/playhouse-k8s/playhouse/pkg/apps/echo"
-	"github.com/playhouse-k8s/playhouse/pkg/apps/relay"
-	"github.com/playhouse-k8s/playhouse/pkg/config"
 	"github.com/playhouse-k8s/playhouse/pkg/metrics"
 	"github.com/playhouse-k8s/playhouse/pkg/protocol"
 	"github.com/playhouse-k8s/playhouse/pkg/session"
@@ -31,7 +25,7 @@ import (
 
 // Server is one session-engine process: listeners, sessions and admin HTTP.
 type Server struct {
-	cfg     config.Config
+	opts    Options
 	log     *slog.Logger
 	mgr     *session.Manager
 	metrics *metrics.Metrics
@@ -47,97 +41,58 @@ type Server struct {
 	httpServers []*http.Server
 	queues      []*connQueue
 	cancel      context.CancelFunc
-	serving     sync.WaitGroup // accept loops and upgrade servers
-	conns       sync.WaitGroup // connection goroutines (see acceptLoop, handOff)
-	open        atomic.Int64   // admitted connections of the own listeners not yet closed
+	runCtx      context.Context // Start's context, canceled when accepting stops
+	mounted     []net.Listener  // the listeners given to AdmitListener
+	serving     sync.WaitGroup  // accept loops and upgrade servers
+	conns       sync.WaitGroup  // connection goroutines (see acceptLoop, handOff)
+	open        atomic.Int64    // admitted connections of the own listeners and AdmitListener's not yet closed
 	budget      *protocol.Budget
 	proxy       *transport.ProxyPolicy
 	abortCtx    context.Context    // canceled by Abort
 	abort       context.CancelFunc // cancels abortCtx
 }
 
-// ManagerSetter is implemented by handlers that need the session manager
-// (for example to Broadcast to a stage); New hands it to them.
-type ManagerSetter interface {
-	SetManager(*session.Manager)
-}
-
-// AppHandler returns the built-in application named in the config.
-func AppHandler(name string) (session.Handler, error) {
-	switch name {
-	case "echo":
-		return echo.New(), nil
-	case "relay":
-		return relay.New(), nil
-	default:
-		return nil, fmt.Errorf("unknown app %q (built in: echo, relay)", name)
+// New builds a server from opts. opts.Session.Handler is required; the
+// Session options' Observer and InboundBudget are set by New (the engine's
+// metrics and the InboundBudgetBytes budget), and Tokens, when nil, get a
+// random per-process key (reconnect tokens valid on this instance only,
+// lifetime DefaultReconnectTokenLifetime).
+func New(opts Options) (*Server, error) {
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
 	}
-}
-
-// loadTokens reads the signing key, or makes a random one when none is
-// configured (tokens are then valid on this instance only).
-func loadTokens(a config.Auth, log *slog.Logger) (*session.Tokens, error) {
-	var key []byte
-	if a.SigningKeyFile != "" {
-		var err error
-		if key, err = os.ReadFile(a.SigningKeyFile); err != nil {
-			return nil, fmt.Errorf("auth.signingKeyFile: %w", err)
-		}
-	} else {
-		key = make([]byte, 32)
+	log := opts.Logger
+	met := metrics.New()
+	sopts := opts.Session
+	sopts.Logger = log
+	sopts.Observer = met
+	budget := protocol.NewBudget(max(opts.InboundBudgetBytes, 0)) // 0: unlimited
+	sopts.InboundBudget = budget
+	if sopts.Tokens == nil {
+		// Reconnect tokens (the drain's push carries one) signed with a
+		// random key: valid on this instance only.
+		key := make([]byte, session.MinSigningKeySize)
 		if _, err := rand.Read(key); err != nil {
 			return nil, fmt.Errorf("generate signing key: %w", err)
 		}
-		log.Info("no auth.signingKeyFile: signed tokens are valid on this instance only")
-	}
-	t, err := session.NewTokens(key, a.ReconnectTokenLifetime.Duration)
-	if err != nil {
-		return nil, fmt.Errorf("auth: %w", err)
-	}
-	return t, nil
-}
-
-// New validates cfg and builds a server around handler (nil: the config's app).
-func New(cfg config.Config, handler session.Handler, log *slog.Logger) (*Server, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	if log == nil {
-		log = slog.Default()
-	}
-	if handler == nil {
-		h, err := AppHandler(cfg.App)
+		t, err := session.NewTokens(key, DefaultReconnectTokenLifetime)
 		if err != nil {
 			return nil, err
 		}
-		handler = h
+		sopts.Tokens = t
 	}
-	opts, err := session.OptionsFromConfig(cfg, handler, log)
-	if err != nil {
-		return nil, err
-	}
-	if opts.Tokens, err = loadTokens(cfg.Auth, log); err != nil {
-		return nil, err
-	}
-	met := metrics.New()
-	opts.Observer = met
-	budget := protocol.NewBudget(cfg.Limits.InboundBudgetBytes)
-	opts.InboundBudget = budget
-	mgr, err := session.NewManager(opts)
+	mgr, err := session.NewManager(sopts)
 	if err != nil {
 		return nil, err
 	}
 	if eff := mgr.Options(); eff.MaxPendingOutboundBytes < eff.MaxPacketSize+protocol.LengthSize {
 		return nil, fmt.Errorf("limits.maxPendingOutboundBytes (%d) must be at least limits.maxPacketSize + 4 (%d): a maximum-size reply would never fit", eff.MaxPendingOutboundBytes, eff.MaxPacketSize+protocol.LengthSize)
 	}
-	s := &Server{cfg: cfg, log: log, mgr: mgr, metrics: met, listeners: make(map[transport.Kind]net.Listener), budget: budget}
-	if pp := cfg.Transports.ProxyProtocol; pp.Enabled {
-		if s.proxy, err = transport.NewProxyPolicy(pp.TrustedCIDRs, pp.HeaderTimeout.Duration); err != nil {
+	s := &Server{opts: opts, log: log, mgr: mgr, metrics: met, listeners: make(map[transport.Kind]net.Listener), budget: budget}
+	if pp := opts.ProxyProtocol; len(pp.TrustedCIDRs) > 0 {
+		if s.proxy, err = transport.NewProxyPolicy(pp.TrustedCIDRs, pp.HeaderTimeout); err != nil {
 			return nil, err
 		}
-	}
-	if h, ok := handler.(ManagerSetter); ok {
-		h.SetManager(mgr)
 	}
 	s.abortCtx, s.abort = context.WithCancel(context.Background())
 	met.Attach(mgr, mgr.Draining, s.certExpiry)
@@ -162,45 +117,49 @@ func (s *Server) certExpiry() time.Time {
 func (s *Server) InboundBudget() *protocol.Budget { return s.budget }
 
 // OpenConnections reports the client connections accepted on the server's
-// own listeners and not yet closed: sessions, and connections still in their
-// PROXY-header, TLS-handshake or HTTP-upgrade phase. Each holds an admission
-// slot.
+// own listeners (and on AdmitListener's) and not yet closed: sessions, and
+// connections still in their PROXY-header, TLS-handshake or HTTP-upgrade
+// phase. Each holds an admission slot.
 func (s *Server) OpenConnections() int64 { return s.open.Load() }
 
 // Manager returns the session manager.
 func (s *Server) Manager() *session.Manager { return s.mgr }
 
-// Start binds every enabled listener and the admin endpoint and starts serving.
-// Addresses with port 0 get a free port (see Addr). It returns once all are
+// Start binds every enabled listener and the admin endpoint (when
+// Options.Admin.Addr is set) and starts serving. With no listener at all it
+// serves only the handlers the caller mounts (WebSocketHandler,
+// AdminHandler). Addresses with port 0 get a free port (see Addr). It returns once all are
 // bound; a bind failure closes what was bound and returns the error.
 func (s *Server) Start(ctx context.Context) (err error) {
 	if !s.started.CompareAndSwap(false, true) {
 		return errors.New("server already started")
 	}
 	ctx, s.cancel = context.WithCancel(ctx)
+	s.mu.Lock()
+	s.runCtx = ctx
+	s.mu.Unlock()
 	defer func() {
 		if err != nil {
 			s.cancel()
 			s.closeListeners()
 		}
 	}()
-	t := s.cfg.Transports
-	if t.TLSTCP.Enabled || t.WSS.Enabled {
-		if err := s.watchCertificate(ctx, t.TLS); err != nil {
+	o := s.opts
+	if o.TLSTCP.Addr != "" || o.WSS.Addr != "" {
+		if err := s.setupTLS(ctx); err != nil {
 			return err
 		}
 	}
 	for _, l := range []struct {
-		kind    transport.Kind
-		enabled bool
-		addr    string
+		kind transport.Kind
+		addr string
 	}{
-		{transport.KindTCP, t.TCP.Enabled, s.cfg.ListenAddr(t.TCP)},
-		{transport.KindTLSTCP, t.TLSTCP.Enabled, s.cfg.ListenAddr(t.TLSTCP)},
-		{transport.KindWebSocket, t.WebSocket.Enabled, s.cfg.ListenAddr(t.WebSocket.Listener)},
-		{transport.KindWSS, t.WSS.Enabled, s.cfg.ListenAddr(t.WSS.Listener)},
+		{transport.KindTCP, o.TCP.Addr},
+		{transport.KindTLSTCP, o.TLSTCP.Addr},
+		{transport.KindWebSocket, o.WebSocket.Addr},
+		{transport.KindWSS, o.WSS.Addr},
 	} {
-		if !l.enabled {
+		if l.addr == "" {
 			continue
 		}
 		if err := s.listen(l.kind, l.addr); err != nil {
@@ -214,9 +173,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		next := s.serveStreamConn(kind)
 		switch kind {
 		case transport.KindWebSocket, transport.KindWSS:
-			l := t.WebSocket
+			l := o.WebSocket
 			if kind == transport.KindWSS {
-				l = t.WSS
+				l = o.WSS
 			}
 			q, err := s.serveWebSocket(ctx, kind, ln.Addr(), l)
 			if err != nil {
@@ -247,23 +206,27 @@ func (s *Server) listen(kind transport.Kind, addr string) error {
 }
 
 // WebSocketHandler returns an http.Handler serving the protocol over
-// WebSocket into this server's sessions, for mounting on your own mux.
-// Connections reaching it through your own http.Server are admitted in
-// ServeHTTP (it cannot see them accepted); the server's own WebSocket
-// listeners admit at accept time and are not admitted twice. The handler
-// allows requests without an Origin header as the kind's listener config
-// says (allowMissingOrigin).
+// WebSocket into this server's sessions, for mounting on your own mux (for
+// WSS, on your own TLS server: pass transport.KindWSS). Connections reaching
+// it through your own http.Server are admitted in ServeHTTP (draining,
+// maxConnections, per-IP) and their sessions are counted, listed in /status
+// and drained like those of the server's own listeners, which admit at
+// accept time and are not admitted twice. The handler refuses upgrade
+// requests without an Origin header only when allowedOrigins is set and the
+// kind's listener options say RefuseMissingOrigin. Behind a PROXY-protocol
+// load balancer, serve your http.Server on AdmitListener's listener and set
+// its ConnContext to the server's ConnContext.
 func (s *Server) WebSocketHandler(kind transport.Kind, allowedOrigins []string) (http.Handler, error) {
-	l := s.cfg.Transports.WebSocket
+	l := s.opts.WebSocket
 	if kind == transport.KindWSS {
-		l = s.cfg.Transports.WSS
+		l = s.opts.WSS
 	}
 	return transport.NewWebSocketHandler(transport.WebSocketOptions{
 		Kind:                kind,
 		MaxPacketSize:       s.mgr.Options().MaxPacketSize,
 		AllowedOrigins:      allowedOrigins,
-		RefuseMissingOrigin: !l.AllowMissingOrigin,
-		HandshakeTimeout:    s.cfg.Limits.TLSHandshakeTimeout.Duration,
+		RefuseMissingOrigin: l.RefuseMissingOrigin,
+		HandshakeTimeout:    s.opts.HandshakeTimeout,
 		Budget:              s.budget,
 		Accept: func(r *http.Request) (func(transport.Conn), func(), error) {
 			if ec := edgeFrom(r.Context()); ec != nil {
@@ -296,7 +259,7 @@ func remoteAddr(r *http.Request) net.Addr {
 
 // serveWebSocket starts the upgrade server of a WebSocket listener and
 // returns the queue the accept loop feeds it through.
-func (s *Server) serveWebSocket(ctx context.Context, kind transport.Kind, addr net.Addr, l config.WebSocketListener) (*connQueue, error) {
+func (s *Server) serveWebSocket(ctx context.Context, kind transport.Kind, addr net.Addr, l WebSocketListener) (*connQueue, error) {
 	h, err := s.WebSocketHandler(kind, l.AllowedOrigins)
 	if err != nil {
 		return nil, err
@@ -346,6 +309,9 @@ func (s *Server) closeListeners() {
 	for _, ln := range s.listeners {
 		ln.Close()
 	}
+	for _, ln := range s.mounted {
+		ln.Close()
+	}
 	for _, q := range s.queues {
 		q.Close()
 	}
@@ -358,19 +324,40 @@ func (s *Server) closeListeners() {
 
 // Status is the JSON document served at /status.
 type Status struct {
-	// Sessions is the number of open sessions.
+	// Sessions is the number of open sessions, those of mounted handlers
+	// included.
 	Sessions int `json:"sessions"`
+	// SessionsByTransport is the number of open sessions per transport
+	// (tcp, tls-tcp, ws, wss), whichever listener or mounted handler
+	// they came through.
+	SessionsByTransport map[string]int64 `json:"sessionsByTransport"`
 	// Draining is true once shutdown has begun.
 	Draining bool `json:"draining"`
-	// Listeners maps transport to bound address.
+	// Listeners maps transport to bound address (the server's own listeners).
 	Listeners map[string]string `json:"listeners"`
 }
 
-func (s *Server) startAdmin() error {
-	ln, err := net.Listen("tcp", s.cfg.AdminAddr())
-	if err != nil {
-		return fmt.Errorf("listen admin on %s: %w", s.cfg.AdminAddr(), err)
+// Status returns the document served at /status.
+func (s *Server) Status() Status {
+	st := Status{Sessions: s.mgr.Count(), Draining: s.mgr.Draining(), Listeners: map[string]string{}, SessionsByTransport: map[string]int64{}}
+	for k, ts := range s.mgr.Stats().Transports {
+		if ts.Active > 0 {
+			st.SessionsByTransport[string(k)] = ts.Active
+		}
 	}
+	s.mu.Lock()
+	for k, ln := range s.listeners {
+		st.Listeners[string(k)] = ln.Addr().String()
+	}
+	s.mu.Unlock()
+	return st
+}
+
+// AdminHandler returns the admin endpoints (GET /healthz, /readyz, /metrics
+// and /status) as an http.Handler, for mounting on your own mux when
+// Options.Admin.Addr is empty (no admin listener). /readyz answers 503
+// until Start has returned and once a drain or shutdown has begun.
+func (s *Server) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
@@ -384,23 +371,30 @@ func (s *Server) startAdmin() error {
 	})
 	mux.Handle("GET /metrics", s.metrics.Handler())
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
-		st := Status{Sessions: s.mgr.Count(), Draining: s.mgr.Draining(), Listeners: map[string]string{}}
-		s.mu.Lock()
-		for k, ln := range s.listeners {
-			st.Listeners[string(k)] = ln.Addr().String()
-		}
-		s.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(st)
+		_ = json.NewEncoder(w).Encode(s.Status())
 	})
-	l := s.cfg.Limits
+	return mux
+}
+
+// startAdmin binds the admin listener, when one is configured.
+func (s *Server) startAdmin() error {
+	addr := s.opts.Admin.Addr
+	if addr == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen admin on %s: %w", addr, err)
+	}
+	o := s.opts
 	srv := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: l.TLSHandshakeTimeout.Duration,
-		ReadTimeout:       l.TLSHandshakeTimeout.Duration,
-		WriteTimeout:      l.TLSHandshakeTimeout.Duration + l.WriteTimeout.Duration,
+		Handler:           s.AdminHandler(),
+		ReadHeaderTimeout: o.HandshakeTimeout,
+		ReadTimeout:       o.HandshakeTimeout,
+		WriteTimeout:      o.HandshakeTimeout + s.mgr.Options().WriteTimeout,
 		IdleTimeout:       adminIdleTimeout,
-		MaxHeaderBytes:    l.MaxHeaderBytes,
+		MaxHeaderBytes:    o.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	s.mu.Lock()
@@ -415,29 +409,27 @@ func (s *Server) startAdmin() error {
 	return nil
 }
 
-// watchCertificate loads the TLS certificate and keeps it current: when the
-// files change (a renewed Kubernetes Secret, cert-manager), new handshakes use
-// the new certificate without a restart.
-func (s *Server) watchCertificate(ctx context.Context, c config.TLS) error {
-	cw, err := certwatcher.New(c.CertFile, c.KeyFile)
-	if err != nil {
-		return fmt.Errorf("load TLS certificate: %w", err)
+// setupTLS prepares the TLS configuration of the TLS-TCP and WSS listeners:
+// the caller's tls.Config, or the certificate files, reloaded when they
+// change (see certFiles).
+func (s *Server) setupTLS(ctx context.Context) error {
+	t := s.opts.TLS
+	if t.Config != nil {
+		s.tlsConfig = s.observeCertificates(t.Config)
+		return nil
 	}
-	cw.WithWatchInterval(c.ReloadInterval.Duration)
-	cw.RegisterCallback(func(cert tls.Certificate) {
-		if cert.Leaf != nil {
-			s.certExp.Store(cert.Leaf.NotAfter.Unix())
-			s.log.Info("TLS certificate loaded", "subject", cert.Leaf.Subject.String(), "notAfter", cert.Leaf.NotAfter)
-		}
-	})
-	go func() {
-		if err := cw.Start(ctx); err != nil {
-			s.log.Error("TLS certificate watch stopped", "err", err)
-		}
-	}()
-	s.tlsConfig = &tls.Config{GetCertificate: cw.GetCertificate, MinVersion: tls.VersionTLS12}
+	cf, err := newCertFiles(t.CertFile, t.KeyFile, s.log, s.setCertExpiry)
+	if err != nil {
+		return err
+	}
+	go cf.watch(ctx, t.ReloadInterval)
+	s.tlsConfig = &tls.Config{GetCertificate: cf.GetCertificate, MinVersion: tls.VersionTLS12}
 	return nil
 }
+
+// setCertExpiry records the served certificate's expiry for the
+// playhouse_tls_certificate_expiry metric.
+func (s *Server) setCertExpiry(notAfter time.Time) { s.certExp.Store(notAfter.Unix()) }
 
 // adminIdleTimeout closes idle keep-alive connections to the admin endpoint
 // (scrapers reconnect at will).
@@ -508,7 +500,7 @@ func (s *Server) Drain(ctx context.Context) error {
 	stop := context.AfterFunc(s.abortCtx, cancel)
 	defer stop()
 	s.stopAccepting()
-	err := s.mgr.Drain(ctx, s.cfg.DrainTimeout.Duration)
+	err := s.mgr.Drain(ctx, s.opts.DrainTimeout)
 	wctx, wcancel := context.WithTimeout(context.Background(), connWait)
 	if werr := s.waitConns(wctx); werr != nil {
 		s.log.Warn("connections still running after the drain", "err", werr)

@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"context"
@@ -16,8 +16,11 @@ import (
 
 	"github.com/playhouse-k8s/playhouse/internal/testcert"
 	"github.com/playhouse-k8s/playhouse/internal/testutil"
+	"github.com/playhouse-k8s/playhouse/pkg/apps"
 	"github.com/playhouse-k8s/playhouse/pkg/config"
 	"github.com/playhouse-k8s/playhouse/pkg/protocol"
+	. "github.com/playhouse-k8s/playhouse/pkg/server"
+	"github.com/playhouse-k8s/playhouse/pkg/server/serverconfig"
 	"github.com/playhouse-k8s/playhouse/pkg/session"
 	"github.com/playhouse-k8s/playhouse/pkg/transport"
 )
@@ -46,9 +49,21 @@ func testConfig(t *testing.T) (config.Config, *testcert.Bundle) {
 	return c, b
 }
 
+// newServer builds a server from a configuration the way playhouse-server
+// does; a nil handler takes the config's built-in app.
+func newServer(c config.Config, h session.Handler, log *slog.Logger) (*Server, error) {
+	if h == nil {
+		var err error
+		if h, err = apps.Builtin().Handler(c.App); err != nil {
+			return nil, err
+		}
+	}
+	return serverconfig.New(c, h, log)
+}
+
 func startServer(t *testing.T, c config.Config) *Server {
 	t.Helper()
-	srv, err := New(c, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv, err := newServer(c, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -356,7 +371,7 @@ func TestTLSHandshakeTimeoutAndFailure(t *testing.T) {
 
 func TestShutdownClosesSessionsWithReason(t *testing.T) {
 	c, _ := testConfig(t)
-	srv, err := New(c, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv, err := newServer(c, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -389,7 +404,7 @@ func TestShutdownClosesSessionsWithReason(t *testing.T) {
 func TestStartFailsClearly(t *testing.T) {
 	c, _ := testConfig(t)
 	c.Transports.TLS.CertFile = "/nonexistent/tls.crt"
-	srv, err := New(c, nil, nil)
+	srv, err := newServer(c, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,14 +418,14 @@ func TestStartFailsClearly(t *testing.T) {
 	defer busy.Close()
 	c2, _ := testConfig(t)
 	c2.Transports.TCP.Address = busy.Addr().String()
-	srv2, err := New(c2, nil, nil)
+	srv2, err := newServer(c2, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := srv2.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "listen tcp") {
 		t.Fatalf("Start on a busy port = %v", err)
 	}
-	if _, err := New(config.Config{}, nil, nil); err == nil {
+	if _, err := newServer(config.Config{}, nil, nil); err == nil {
 		t.Fatal("New accepted an empty config")
 	}
 }

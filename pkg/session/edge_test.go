@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/playhouse-k8s/playhouse/pkg/config"
 	"github.com/playhouse-k8s/playhouse/pkg/protocol"
 	"github.com/playhouse-k8s/playhouse/pkg/transport"
 )
@@ -312,35 +311,6 @@ func TestPermittedPacketResetsViolations(t *testing.T) {
 	rc.expectClosed()
 	if got := h.waitReason(s.ID()); got != RateLimited {
 		t.Fatalf("reason = %s", got)
-	}
-}
-
-// OptionsFromConfig maps the edge options; the older single authenticate
-// MsgId joins the list.
-func TestOptionsFromConfigEdgeOptions(t *testing.T) {
-	c := config.Default()
-	c.Protocol.AuthenticateMsgID = "Login"
-	c.Limits.RateLimit.BytesPerSecond = -1
-	c.Limits.AuthFailures.PerIP = 0
-	o, err := OptionsFromConfig(c, HandlerFuncs{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := o.setDefaults(); err != nil {
-		t.Fatal(err)
-	}
-	if len(o.AuthenticateMsgIDs) != 3 || o.AuthenticateMsgIDs[2] != "Login" {
-		t.Fatalf("AuthenticateMsgIDs = %q", o.AuthenticateMsgIDs)
-	}
-	if o.BytesPerSecond >= 0 || o.AuthFailuresPerIP >= 0 {
-		t.Fatalf("bytes -1 and perIP 0 must disable: bytes %v, auth failures %d", o.BytesPerSecond, o.AuthFailuresPerIP)
-	}
-	d, _ := OptionsFromConfig(config.Default(), HandlerFuncs{}, nil)
-	if err := d.setDefaults(); err != nil || d.BytesPerSecond != config.DefaultBytesPerSecond || d.BytesBurst != config.DefaultBytesBurst {
-		t.Fatalf("default byte rate %v burst %d (%v)", d.BytesPerSecond, d.BytesBurst, err)
-	}
-	if o.PreAuthMaxPacketSize != 64<<10 || o.CloseLinger != 2*time.Second || o.CloseQuiet != 250*time.Millisecond || o.AuthCooldown != time.Minute {
-		t.Fatalf("options = %+v", o)
 	}
 }
 

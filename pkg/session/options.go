@@ -7,12 +7,11 @@ import (
 	"slices"
 	"time"
 
-	"github.com/playhouse-k8s/playhouse/pkg/config"
 	"github.com/playhouse-k8s/playhouse/pkg/protocol"
 )
 
 // Options configure a Manager. Zero values take the defaults of
-// protocol.md section 6 (see config.Default).
+// protocol.md section 6 (see DefaultOptions).
 type Options struct {
 	// Handler is the application (required).
 	Handler Handler
@@ -58,7 +57,7 @@ type Options struct {
 	AuthTimeout time.Duration
 	// MaxAuthAttempts closes a session after this many failed authentications (default 5).
 	MaxAuthAttempts int
-	// MaxPendingOutboundBytes bounds a session's unsent bytes (default 1 MiB);
+	// MaxPendingOutboundBytes bounds a session's unsent bytes (default 5 MiB);
 	// the answers of a lingering close have a queue of the same bound.
 	MaxPendingOutboundBytes int
 	// WriteTimeout bounds one socket write (default 5s).
@@ -111,63 +110,11 @@ type Options struct {
 	TokenAuth bool
 }
 
-// OptionsFromConfig maps a server configuration onto Options.
-func OptionsFromConfig(c config.Config, h Handler, log *slog.Logger) (Options, error) {
-	o := Options{
-		Handler:                 h,
-		Logger:                  log,
-		HeartbeatMsgID:          c.Protocol.HeartbeatMsgID,
-		AuthenticateMsgID:       c.Protocol.AuthenticateMsgID,
-		AuthenticateMsgIDs:      c.Protocol.AuthenticateMsgIDs.Names(),
-		Compression:             c.Protocol.Compression.Enabled,
-		CompressionThreshold:    c.Protocol.Compression.Threshold,
-		MaxPacketSize:           c.Limits.MaxPacketSize,
-		MaxConnections:          c.Limits.MaxConnections,
-		MaxConnectionsPerIP:     c.Limits.MaxConnectionsPerIP,
-		RatePerSecond:           c.Limits.RateLimit.PacketsPerSecond,
-		RateBurst:               c.Limits.RateLimit.Burst,
-		MaxRateViolations:       c.Limits.RateLimit.MaxViolations,
-		HeartbeatTimeout:        c.Limits.HeartbeatTimeout.Duration,
-		AuthTimeout:             c.Limits.AuthTimeout.Duration,
-		MaxAuthAttempts:         c.Limits.MaxAuthAttempts,
-		MaxPendingOutboundBytes: c.Limits.MaxPendingOutboundBytes,
-		WriteTimeout:            c.Limits.WriteTimeout.Duration,
-		PerIPExempt:             []netip.Prefix{},
-		TokenAuth:               c.Auth.Mode == config.AuthModeToken,
-
-		PreAuthMaxPacketSize: c.Limits.PreAuthMaxPacketSize,
-		BytesPerSecond:       c.Limits.RateLimit.BytesPerSecond,
-		BytesBurst:           c.Limits.RateLimit.BytesBurst,
-		CloseLinger:          c.Limits.CloseLinger.Duration,
-		CloseQuiet:           c.Limits.CloseQuiet.Duration,
-		AuthFailuresPerIP:    c.Limits.AuthFailures.PerIP,
-		AuthFailureWindow:    c.Limits.AuthFailures.Window.Duration,
-		AuthCooldown:         c.Limits.AuthFailures.Cooldown.Duration,
-	}
-	if c.Limits.AuthFailures.PerIP == 0 {
-		o.AuthFailuresPerIP = -1
-	}
-	if c.Limits.RateLimit.PacketsPerSecond == 0 {
-		o.RatePerSecond = -1
-	}
-	if c.Protocol.RequestHeader == config.RequestHeaderFull {
-		o.RequestHeader = protocol.FullHeader
-	}
-	for _, s := range c.Limits.PerIPExempt {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return Options{}, fmt.Errorf("limits.perIPExempt: %w", err)
-		}
-		o.PerIPExempt = append(o.PerIPExempt, p.Masked())
-	}
-	return o, nil
-}
-
 func (o *Options) setDefaults() error {
 	if o.Handler == nil {
 		return fmt.Errorf("session options: Handler is required")
 	}
-	d := config.Default()
+	d := DefaultOptions()
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -186,43 +133,41 @@ func (o *Options) setDefaults() error {
 			*v = def
 		}
 	}
-	setStr(&o.HeartbeatMsgID, d.Protocol.HeartbeatMsgID)
+	setStr(&o.HeartbeatMsgID, d.HeartbeatMsgID)
 	if len(o.AuthenticateMsgIDs) == 0 {
-		o.AuthenticateMsgIDs = d.Protocol.AuthenticateMsgIDs.Names()
+		o.AuthenticateMsgIDs = d.AuthenticateMsgIDs
 	}
 	if o.AuthenticateMsgID != "" && !slices.Contains(o.AuthenticateMsgIDs, o.AuthenticateMsgID) {
 		o.AuthenticateMsgIDs = append(o.AuthenticateMsgIDs, o.AuthenticateMsgID)
 	}
-	setInt(&o.PreAuthMaxPacketSize, d.Limits.PreAuthMaxPacketSize)
-	setInt(&o.BytesBurst, config.DefaultBytesBurst)
-	setDur(&o.CloseLinger, d.Limits.CloseLinger.Duration)
-	setDur(&o.CloseQuiet, d.Limits.CloseQuiet.Duration)
-	setDur(&o.AuthFailureWindow, d.Limits.AuthFailures.Window.Duration)
-	setDur(&o.AuthCooldown, d.Limits.AuthFailures.Cooldown.Duration)
+	setInt(&o.PreAuthMaxPacketSize, d.PreAuthMaxPacketSize)
+	setInt(&o.BytesBurst, d.BytesBurst)
+	setDur(&o.CloseLinger, d.CloseLinger)
+	setDur(&o.CloseQuiet, d.CloseQuiet)
+	setDur(&o.AuthFailureWindow, d.AuthFailureWindow)
+	setDur(&o.AuthCooldown, d.AuthCooldown)
 	if o.BytesPerSecond == 0 {
-		o.BytesPerSecond = config.DefaultBytesPerSecond
+		o.BytesPerSecond = d.BytesPerSecond
 	}
 	if o.AuthFailuresPerIP == 0 {
-		o.AuthFailuresPerIP = d.Limits.AuthFailures.PerIP
+		o.AuthFailuresPerIP = d.AuthFailuresPerIP
 	}
-	setInt(&o.CompressionThreshold, d.Protocol.Compression.Threshold)
-	setInt(&o.MaxPacketSize, d.Limits.MaxPacketSize)
-	setInt(&o.MaxConnections, d.Limits.MaxConnections)
-	setInt(&o.MaxConnectionsPerIP, d.Limits.MaxConnectionsPerIP)
-	setInt(&o.RateBurst, d.Limits.RateLimit.Burst)
-	setInt(&o.MaxRateViolations, d.Limits.RateLimit.MaxViolations)
-	setInt(&o.MaxAuthAttempts, d.Limits.MaxAuthAttempts)
-	setInt(&o.MaxPendingOutboundBytes, d.Limits.MaxPendingOutboundBytes)
-	setDur(&o.HeartbeatTimeout, d.Limits.HeartbeatTimeout.Duration)
-	setDur(&o.AuthTimeout, d.Limits.AuthTimeout.Duration)
-	setDur(&o.WriteTimeout, d.Limits.WriteTimeout.Duration)
+	setInt(&o.CompressionThreshold, d.CompressionThreshold)
+	setInt(&o.MaxPacketSize, d.MaxPacketSize)
+	setInt(&o.MaxConnections, d.MaxConnections)
+	setInt(&o.MaxConnectionsPerIP, d.MaxConnectionsPerIP)
+	setInt(&o.RateBurst, d.RateBurst)
+	setInt(&o.MaxRateViolations, d.MaxRateViolations)
+	setInt(&o.MaxAuthAttempts, d.MaxAuthAttempts)
+	setInt(&o.MaxPendingOutboundBytes, d.MaxPendingOutboundBytes)
+	setDur(&o.HeartbeatTimeout, d.HeartbeatTimeout)
+	setDur(&o.AuthTimeout, d.AuthTimeout)
+	setDur(&o.WriteTimeout, d.WriteTimeout)
 	if o.RatePerSecond == 0 {
-		o.RatePerSecond = d.Limits.RateLimit.PacketsPerSecond
+		o.RatePerSecond = d.RatePerSecond
 	}
 	if o.PerIPExempt == nil {
-		for _, s := range d.Limits.PerIPExempt {
-			o.PerIPExempt = append(o.PerIPExempt, netip.MustParsePrefix(s))
-		}
+		o.PerIPExempt = d.PerIPExempt
 	}
 	if o.TokenAuth && o.Tokens == nil {
 		return fmt.Errorf("session options: TokenAuth needs Tokens")
@@ -236,4 +181,73 @@ func (o *Options) setDefaults() error {
 		}
 	}
 	return nil
+}
+
+// Defaults of Options (protocol.md section 6). pkg/config's embedded
+// defaults carry the same values for the configuration file.
+const (
+	DefaultHeartbeatMsgID          = "@Heart@Beat@"
+	DefaultCompressionThreshold    = 512
+	DefaultMaxPacketSize           = 2 << 20
+	DefaultMaxConnections          = 10000
+	DefaultMaxConnectionsPerIP     = 10
+	DefaultRatePerSecond           = 100
+	DefaultRateBurst               = 200
+	DefaultMaxRateViolations       = 100
+	DefaultHeartbeatTimeout        = 90 * time.Second
+	DefaultAuthTimeout             = 10 * time.Second
+	DefaultMaxAuthAttempts         = 5
+	DefaultMaxPendingOutboundBytes = 5 << 20
+	DefaultWriteTimeout            = 5 * time.Second
+	DefaultPreAuthMaxPacketSize    = 64 << 10
+	DefaultBytesPerSecond          = 1 << 20
+	DefaultBytesBurst              = 4 << 20
+	DefaultCloseLinger             = 2 * time.Second
+	DefaultCloseQuiet              = 250 * time.Millisecond
+	DefaultAuthFailuresPerIP       = 20
+	DefaultAuthFailureWindow       = time.Minute
+	DefaultAuthCooldown            = time.Minute
+)
+
+// DefaultAuthenticateMsgIDs returns the default authentication message
+// names: AuthenticateRequest, and AuthenticateReq (the JavaScript
+// connector's short form).
+func DefaultAuthenticateMsgIDs() []string {
+	return []string{"AuthenticateRequest", "AuthenticateReq"}
+}
+
+// DefaultPerIPExempt returns the default addresses exempt from the per-IP
+// limit: loopback.
+func DefaultPerIPExempt() []netip.Prefix {
+	return []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+}
+
+// DefaultOptions returns Options holding every default (Handler, Logger,
+// Observer, Tokens and InboundBudget unset), the values a zero field takes.
+func DefaultOptions() Options {
+	return Options{
+		HeartbeatMsgID:          DefaultHeartbeatMsgID,
+		AuthenticateMsgIDs:      DefaultAuthenticateMsgIDs(),
+		CompressionThreshold:    DefaultCompressionThreshold,
+		MaxPacketSize:           DefaultMaxPacketSize,
+		MaxConnections:          DefaultMaxConnections,
+		MaxConnectionsPerIP:     DefaultMaxConnectionsPerIP,
+		PerIPExempt:             DefaultPerIPExempt(),
+		RatePerSecond:           DefaultRatePerSecond,
+		RateBurst:               DefaultRateBurst,
+		MaxRateViolations:       DefaultMaxRateViolations,
+		HeartbeatTimeout:        DefaultHeartbeatTimeout,
+		AuthTimeout:             DefaultAuthTimeout,
+		MaxAuthAttempts:         DefaultMaxAuthAttempts,
+		MaxPendingOutboundBytes: DefaultMaxPendingOutboundBytes,
+		WriteTimeout:            DefaultWriteTimeout,
+		PreAuthMaxPacketSize:    DefaultPreAuthMaxPacketSize,
+		BytesPerSecond:          DefaultBytesPerSecond,
+		BytesBurst:              DefaultBytesBurst,
+		CloseLinger:             DefaultCloseLinger,
+		CloseQuiet:              DefaultCloseQuiet,
+		AuthFailuresPerIP:       DefaultAuthFailuresPerIP,
+		AuthFailureWindow:       DefaultAuthFailureWindow,
+		AuthCooldown:            DefaultAuthCooldown,
+	}
 }

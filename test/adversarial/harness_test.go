@@ -18,9 +18,11 @@ import (
 
 	"github.com/playhouse-k8s/playhouse/internal/testcert"
 	"github.com/playhouse-k8s/playhouse/internal/testutil"
+	"github.com/playhouse-k8s/playhouse/pkg/apps/echo"
 	"github.com/playhouse-k8s/playhouse/pkg/config"
 	"github.com/playhouse-k8s/playhouse/pkg/protocol"
 	"github.com/playhouse-k8s/playhouse/pkg/server"
+	"github.com/playhouse-k8s/playhouse/pkg/server/serverconfig"
 	"github.com/playhouse-k8s/playhouse/pkg/session"
 	"github.com/playhouse-k8s/playhouse/pkg/transport"
 )
@@ -69,7 +71,10 @@ func startWith(t *testing.T, h session.Handler, mutate func(*config.Config)) *ed
 	if os.Getenv("ADVERSARIAL_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	srv, err := server.New(c, h, log)
+	if h == nil {
+		h = echo.New()
+	}
+	srv, err := serverconfig.New(c, h, log)
 	if err != nil {
 		t.Fatal(err)
 	}

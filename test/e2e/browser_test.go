@@ -16,8 +16,9 @@ import (
 	"time"
 
 	"github.com/playhouse-k8s/playhouse/internal/testutil"
+	"github.com/playhouse-k8s/playhouse/pkg/apps"
 	"github.com/playhouse-k8s/playhouse/pkg/config"
-	"github.com/playhouse-k8s/playhouse/pkg/server"
+	"github.com/playhouse-k8s/playhouse/pkg/server/serverconfig"
 	"github.com/playhouse-k8s/playhouse/pkg/session"
 	"github.com/playhouse-k8s/playhouse/pkg/transport"
 )
@@ -67,7 +68,7 @@ func TestBrowserWebSocketClient(t *testing.T) {
 	c.Transports.TCP.Enabled = false
 	c.Transports.WebSocket.Port = 0
 	c.Admin.Port = 0
-	srv, err := server.New(c, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv, err := serverconfig.NewApp(c, apps.Builtin(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

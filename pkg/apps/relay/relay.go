@@ -20,20 +20,16 @@ const (
 	LeaveStageMsgID = "LeaveStageRequest"
 )
 
-// Handler is the relay application. It needs the session manager to reach
-// the other sessions of a stage.
+// Handler is the relay application. It reaches the other sessions of a
+// stage through the sender's manager (Session.Manager).
 type Handler struct {
 	echo.Handler
-	mgr *session.Manager
 }
 
 var _ session.Handler = (*Handler)(nil)
 
-// New returns a relay handler; call SetManager before serving.
+// New returns a relay handler.
 func New() *Handler { return &Handler{} }
-
-// SetManager gives the handler the manager whose sessions it relays between.
-func (h *Handler) SetManager(m *session.Manager) { h.mgr = m }
 
 // OnPacket handles the stage commands, relays one-way packets to the
 // sender's stage, and echoes other requests.
@@ -56,6 +52,6 @@ func (h *Handler) OnPacket(s *session.Session, p *session.Packet) {
 		if stage == 0 {
 			return // not in a stage: nobody to relay to
 		}
-		_, _ = h.mgr.Broadcast(stage, p.MsgID, p.Payload, s)
+		_, _ = s.Manager().Broadcast(stage, p.MsgID, p.Payload, s)
 	}
 }

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+)
+
+// chromium finds the browser: $CHROMIUM, then the Debian package's binary
+// (the same policy as test/e2e: skipped only with -short).
+func chromium(t *testing.T) string {
+	t.Helper()
+	for _, c := range []string{os.Getenv("CHROMIUM"), "chromium", "chromium-browser"} {
+		if c == "" {
+			continue
+		}
+		if p, err := exec.LookPath(c); err == nil {
+			return p
+		}
+	}
+	if testing.Short() {
+		t.Skip("no chromium (make test installs it)")
+	}
+	t.Fatal("chromium not found: run `make test-deps` (installs Debian's chromium) or set CHROMIUM")
+	return ""
+}
+
+// packet is one packet the page received.
+type packet struct {
+	MsgID   string `json:"msgId"`
+	Seq     int    `json:"seq"`
+	Stage   int64  `json:"stage"`
+	Code    int    `json:"code"`
+	Payload string `json:"payload"`
+}
+
+type roomsResult struct {
+	WS    []packet `json:"ws"`
+	WSS   []packet `json:"wss"`
+	Error string   `json:"error"`
+}
+
+// Headless Chromium speaks to the example over a browser WebSocket on the
+// HTTP port and one on the HTTPS port (the in-memory certificate, which the
+// browser is told to accept): both join a room, one chats, the other gets
+// the push.
+func TestBrowserRooms(t *testing.T) {
+	browser := chromium(t)
+	g := startTest(t)
+	page, err := os.ReadFile("testdata/rooms.html")
+	if err != nil {
+		t.Fatal(err)
+	}
+	results := make(chan roomsResult, 1)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /test.html", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = w.Write(page)
+	})
+	mux.HandleFunc("POST /result", func(w http.ResponseWriter, r *http.Request) {
+		var res roomsResult
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&res); err != nil {
+			res.Error = "bad result body: " + err.Error()
+		}
+		select {
+		case results <- res:
+		default:
+		}
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: httpTimeout}
+	go hs.Serve(ln)
+	defer hs.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	q := url.Values{"ws": {"ws://" + g.httpAddr.String() + "/ws"}, "wss": {"wss://" + g.httpsAddr.String() + "/ws"}}
+	cmd := exec.CommandContext(ctx, browser,
+		"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+		"--disable-background-networking", "--disable-component-update", "--disable-sync",
+		"--disable-extensions", "--ignore-certificate-errors", "--user-data-dir="+t.TempDir(),
+		"http://"+ln.Addr().String()+"/test.html?"+q.Encode())
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}()
+
+	var res roomsResult
+	select {
+	case res = <-results:
+	case <-ctx.Done():
+		t.Fatal("the browser did not report back")
+	}
+	if res.Error != "" {
+		t.Fatalf("browser: %s", res.Error)
+	}
+	check := func(name string, got, want []packet) {
+		t.Helper()
+		if len(got) != len(want) {
+			t.Fatalf("%s packets: %+v, want %+v", name, got, want)
+		}
+		for i := range want {
+			if got[i] != want[i] {
+				t.Errorf("%s packet %d = %+v, want %+v", name, i, got[i], want[i])
+			}
+		}
+	}
+	check("ws", res.WS, []packet{
+		{MsgID: "AuthenticateReply", Seq: 1, Payload: "browser-ws"},
+		{MsgID: "JoinRoomReply", Seq: 2, Stage: 9, Payload: "1"},
+		{MsgID: PlayerJoinedMsgID, Stage: 9, Payload: "browser-wss"},
+		{MsgID: "ChatReply", Seq: 3},
+	})
+	check("wss", res.WSS, []packet{
+		{MsgID: "AuthenticateReply", Seq: 1, Payload: "browser-wss"},
+		{MsgID: "JoinRoomReply", Seq: 2, Stage: 9, Payload: "2"},
+		{MsgID: ChatNoticeMsgID, Stage: 9, Payload: "browser-ws: hi from chromium"},
+	})
+}
