@@ -1,0 +1,200 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/playhouse-k8s/playhouse/internal/rawecho"
+	"github.com/playhouse-k8s/playhouse/pkg/config"
+	"github.com/playhouse-k8s/playhouse/pkg/server"
+	"github.com/playhouse-k8s/playhouse/pkg/transport"
+)
+
+// Serve modes (--serve).
+const (
+	serveRaw       = "raw"
+	servePlayhouse = "playhouse"
+)
+
+// benchMaxConnections is the connection cap of a --serve playhouse server
+// started without --config: above the largest idle-memory run (18,000), below
+// the 20,000 open files a process may hold.
+const benchMaxConnections = 19500
+
+// benchHeartbeatTimeout keeps idle-memory sessions (which send nothing) open
+// for the whole run in a --serve playhouse server started without --config.
+const benchHeartbeatTimeout = time.Hour
+
+// memSnapshot is what the control endpoint reports about its process.
+type memSnapshot struct {
+	PID        int    `json:"pid"`
+	GCForced   bool   `json:"gcForced"`
+	RSSBytes   uint64 `json:"rssBytes"`
+	HeapInuse  uint64 `json:"heapInuseBytes"`
+	HeapAlloc  uint64 `json:"heapAllocBytes"`
+	StackInuse uint64 `json:"stackInuseBytes"`
+	Sys        uint64 `json:"sysBytes"`
+	Goroutines int    `json:"goroutines"`
+	// Sessions is the server's open connection or session count.
+	Sessions int `json:"sessions"`
+}
+
+// takeSnapshot reads this process's memory figures; with gc it first runs a
+// collection and returns freed pages to the OS, so RSS shows what is live.
+func takeSnapshot(gc bool, sessions func() int) memSnapshot {
+	if gc {
+		runtime.GC()
+		debug.FreeOSMemory()
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	rss, _ := procRSS(os.Getpid())
+	return memSnapshot{
+		PID: os.Getpid(), GCForced: gc, RSSBytes: rss, HeapInuse: ms.HeapInuse, HeapAlloc: ms.HeapAlloc,
+		StackInuse: ms.StackInuse, Sys: ms.Sys, Goroutines: runtime.NumGoroutine(), Sessions: sessions(),
+	}
+}
+
+// controlHandler serves GET /snapshot[?gc=1] (JSON memSnapshot) and
+// /metrics (the Go runtime and process collectors).
+func controlHandler(sessions func() int) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /snapshot", func(w http.ResponseWriter, r *http.Request) {
+		gc, _ := strconv.ParseBool(r.URL.Query().Get("gc"))
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(takeSnapshot(gc, sessions))
+	})
+	return mux
+}
+
+// runServe runs a server until ctx ends: the raw-echo baseline
+// (internal/rawecho) or the PlayHouse engine (pkg/server, exactly what
+// playhouse-server runs), plus the bench control endpoint on --control-addr.
+// It prints one line "serving <tcp> <ws> <control>" on stdout once every
+// listener is bound.
+func runServe(ctx context.Context, o options, stdout, stderr io.Writer) error {
+	var (
+		tcpAddr, wsAddr string
+		sessions        func() int
+		stop            func()
+	)
+	switch o.serve {
+	case serveRaw:
+		rs := rawecho.New(0)
+		tcpLn, err := net.Listen("tcp", o.addr)
+		if err != nil {
+			return fmt.Errorf("serve raw: %w", err)
+		}
+		go func() { _ = rs.ServeTCP(tcpLn) }()
+		tcpAddr = tcpLn.Addr().String()
+		var hs *http.Server
+		if o.wsAddr != "" {
+			wsLn, err := net.Listen("tcp", o.wsAddr)
+			if err != nil {
+				rs.Close()
+				return fmt.Errorf("serve raw: %w", err)
+			}
+			mux := http.NewServeMux()
+			mux.Handle(o.wsPath, rs.WebSocketHandler())
+			hs = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+			go func() { _ = hs.Serve(wsLn) }()
+			wsAddr = wsLn.Addr().String()
+		}
+		sessions = rs.Count
+		stop = func() {
+			if hs != nil {
+				_ = hs.Close()
+			}
+			rs.Close()
+		}
+	case servePlayhouse:
+		cfg, err := o.serverConfig()
+		if err != nil {
+			return err
+		}
+		srv, err := server.New(cfg, nil, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+		if err != nil {
+			return fmt.Errorf("serve playhouse: %w", err)
+		}
+		if err := srv.Start(ctx); err != nil {
+			return fmt.Errorf("serve playhouse: %w", err)
+		}
+		tcpAddr = fmt.Sprint(srv.Addr(transport.KindTCP))
+		wsAddr = fmt.Sprint(srv.Addr(transport.KindWebSocket))
+		sessions = srv.Manager().Count
+		stop = func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(sctx)
+		}
+	default:
+		return fmt.Errorf("--serve must be %s or %s, got %q", serveRaw, servePlayhouse, o.serve)
+	}
+	defer stop()
+	ctlLn, err := net.Listen("tcp", o.controlAddr)
+	if err != nil {
+		return fmt.Errorf("serve: control endpoint: %w", err)
+	}
+	ctl := &http.Server{Handler: controlHandler(sessions), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = ctl.Serve(ctlLn) }()
+	defer ctl.Close()
+	fmt.Fprintf(stdout, "serving %s tcp=%s ws=%s control=%s pid=%d\n", o.serve, tcpAddr, wsAddr, ctlLn.Addr(), os.Getpid())
+	<-ctx.Done()
+	return nil
+}
+
+// serverConfig is the engine configuration of --serve playhouse: the
+// --config file, or (without one) the defaults with what a benchmark needs
+// (no per-session rate limit, benchMaxConnections, benchHeartbeatTimeout,
+// warn-level logs); then --addr, --ws-addr and --app override.
+func (o options) serverConfig() (config.Config, error) {
+	c := config.Default()
+	if o.configFile != "" {
+		var err error
+		if c, err = config.Load(o.configFile); err != nil {
+			return c, fmt.Errorf("serve playhouse: %w", err)
+		}
+	} else {
+		c.Limits.RateLimit.PacketsPerSecond = 0
+		c.Limits.MaxConnections = benchMaxConnections
+		c.Limits.HeartbeatTimeout = config.D(benchHeartbeatTimeout)
+		c.Log.Level = "warn"
+		c.Admin.Address = "127.0.0.1:0"
+	}
+	c.Transports.TCP.Enabled, c.Transports.TCP.Address = true, o.addr
+	if o.wsAddr != "" {
+		c.Transports.WebSocket.Enabled, c.Transports.WebSocket.Address = true, o.wsAddr
+		c.Transports.WebSocket.Path = o.wsPath
+	} else {
+		c.Transports.WebSocket.Enabled = false
+	}
+	if o.app != "" {
+		c.App = o.app
+	}
+	if err := c.Validate(); err != nil {
+		return c, fmt.Errorf("serve playhouse: %w", err)
+	}
+	return c, nil
+}
+
+// errNoProbe is returned when a mode needs the server's memory figures and
+// neither --control nor --metrics says where to read them.
+var errNoProbe = errors.New("idle mode needs --control (a --serve process) or --metrics (a /metrics URL)")
