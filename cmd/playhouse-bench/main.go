@@ -264,6 +264,9 @@ func errorKind(err error) string {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	// Progress lines, a spawned server's output and the summary code all
+	// write to stderr.
+	stderr = &lockedWriter{w: stderr}
 	o, err := parse(args, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -515,4 +518,16 @@ func runOnce(ctx context.Context, o options, tlsCfg *tls.Config, stdout io.Write
 	fmt.Fprintf(stdout, "ok: %s over %s: authenticated and echoed %d bytes in %s\n",
 		o.addr, o.transport, len(payload), time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// lockedWriter serialises writes from several goroutines.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

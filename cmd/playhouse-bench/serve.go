@@ -88,11 +88,14 @@ func controlHandler(sessions func() int) http.Handler {
 // runServe runs a server until ctx ends: the raw-echo baseline
 // (internal/rawecho) or the PlayHouse engine (pkg/server, exactly what
 // playhouse-server runs), plus the bench control endpoint on --control-addr.
-// It prints one line "serving <tcp> <ws> <control>" on stdout once every
-// listener is bound.
+// It prints one line "serving <kind> tcp=<addr> ws=<addr> control=<addr>
+// admin=<addr> pid=<pid>" on stdout once every listener is bound (ws is
+// empty without WebSocket; admin is the engine's admin endpoint with
+// /metrics, or "none" for the baseline).
 func runServe(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	var (
 		tcpAddr, wsAddr string
+		admin           = "none"
 		sessions        func() int
 		stop            func()
 	)
@@ -137,8 +140,9 @@ func runServe(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		if err := srv.Start(ctx); err != nil {
 			return fmt.Errorf("serve playhouse: %w", err)
 		}
-		tcpAddr = fmt.Sprint(srv.Addr(transport.KindTCP))
-		wsAddr = fmt.Sprint(srv.Addr(transport.KindWebSocket))
+		tcpAddr = addrString(srv.Addr(transport.KindTCP))
+		wsAddr = addrString(srv.Addr(transport.KindWebSocket))
+		admin = addrString(srv.AdminAddr())
 		sessions = srv.Manager().Count
 		stop = func() {
 			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -156,7 +160,7 @@ func runServe(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	ctl := &http.Server{Handler: controlHandler(sessions), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = ctl.Serve(ctlLn) }()
 	defer ctl.Close()
-	fmt.Fprintf(stdout, "serving %s tcp=%s ws=%s control=%s pid=%d\n", o.serve, tcpAddr, wsAddr, ctlLn.Addr(), os.Getpid())
+	fmt.Fprintf(stdout, "serving %s tcp=%s ws=%s control=%s admin=%s pid=%d\n", o.serve, tcpAddr, wsAddr, ctlLn.Addr(), admin, os.Getpid())
 	<-ctx.Done()
 	return nil
 }
@@ -198,3 +202,11 @@ func (o options) serverConfig() (config.Config, error) {
 // errNoProbe is returned when a mode needs the server's memory figures and
 // neither --control nor --metrics says where to read them.
 var errNoProbe = errors.New("idle mode needs --control (a --serve process) or --metrics (a /metrics URL)")
+
+// addrString is a's address, or "" for nil.
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}
