@@ -102,6 +102,8 @@ type options struct {
 	metricsURL  string
 	serve       string
 	wsAddr      string
+	tlsAddr     string
+	wssAddr     string
 	controlAddr string
 	configFile  string
 	app         string
@@ -146,6 +148,8 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.metricsURL, "metrics", "", "URL of the server's Prometheus /metrics (memory figures without a forced GC)")
 	fs.StringVar(&o.serve, "serve", "", "run a server instead of load: raw (the baseline) or playhouse (the engine)")
 	fs.StringVar(&o.wsAddr, "ws-addr", "", "serve: WebSocket listen address (empty: no WebSocket)")
+	fs.StringVar(&o.tlsAddr, "tls-addr", "", "serve: TLS-over-TCP listen address, with a throwaway certificate (empty: none)")
+	fs.StringVar(&o.wssAddr, "wss-addr", "", "serve: WSS listen address, with a throwaway certificate (empty: none)")
 	fs.StringVar(&o.controlAddr, "control-addr", "127.0.0.1:0", "serve: control endpoint address")
 	fs.StringVar(&o.configFile, "config", "", "serve playhouse: YAML config (default: built-in defaults without rate limit)")
 	fs.StringVar(&o.app, "app", "", "serve playhouse: built-in app, echo or relay (relay for the broadcast mode)")

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"os/signal"
@@ -38,7 +39,12 @@ func TestMain(m *testing.M) {
 
 // served is a --serve process's addresses, from its "serving" line.
 type served struct {
-	tcp, ws, control, admin string
+	tcp, ws, tls, wss, ca, control, admin string
+}
+
+// addr is the address of a transport (tcp, ws, tls or wss).
+func (s served) addr(transport string) string {
+	return map[string]string{"tcp": s.tcp, "ws": s.ws, "tls": s.tls, "wss": s.wss}[transport]
 }
 
 // startServe runs --serve in this process until the test ends.
@@ -48,7 +54,8 @@ func startServe(t *testing.T, args ...string) served {
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, append([]string{"--addr", "127.0.0.1:0", "--ws-addr", "127.0.0.1:0"}, args...), pw, io.Discard)
+		done <- run(ctx, append([]string{"--addr", "127.0.0.1:0", "--ws-addr", "127.0.0.1:0",
+			"--tls-addr", "127.0.0.1:0", "--wss-addr", "127.0.0.1:0"}, args...), pw, io.Discard)
 		_ = pw.Close()
 	}()
 	t.Cleanup(func() {
@@ -70,13 +77,19 @@ func startServe(t *testing.T, args ...string) served {
 			s.tcp = v
 		case "ws":
 			s.ws = v
+		case "tls":
+			s.tls = v
+		case "wss":
+			s.wss = v
+		case "ca":
+			s.ca = v
 		case "control":
 			s.control = "http://" + v
 		case "admin":
 			s.admin = v
 		}
 	}
-	if s.tcp == "" || s.ws == "" || s.control == "" {
+	if s.tcp == "" || s.ws == "" || s.tls == "" || s.wss == "" || s.ca == "" || s.control == "" {
 		t.Fatalf("serving line %q", line)
 	}
 	return s
@@ -158,14 +171,10 @@ func TestConnectMode(t *testing.T) {
 
 func TestIdleMode(t *testing.T) {
 	for name, s := range servers(t) {
-		for _, tr := range []string{"tcp", "ws"} {
+		for _, tr := range []string{"tcp", "ws", "tls", "wss"} {
 			t.Run(name+"/"+tr, func(t *testing.T) {
-				addr := s.tcp
-				if tr == "ws" {
-					addr = s.ws
-				}
 				var sum idleSummary
-				runJSON(t, &sum, "--mode", "idle", "--addr", addr, "--transport", tr, "--control", s.control,
+				runJSON(t, &sum, "--mode", "idle", "--addr", s.addr(tr), "--transport", tr, "--ca", s.ca, "--control", s.control,
 					"--sessions", "50", "--burst", "5", "--payload", "100", "--connect-rate", "2000")
 				if sum.Connected != 50 || len(sum.Errors) != 0 || !sum.GCForced || sum.Burst != 5 {
 					t.Fatalf("summary %+v", sum)
@@ -173,11 +182,15 @@ func TestIdleMode(t *testing.T) {
 				if got := sum.After.Sessions - sum.Before.Sessions; got != 50 {
 					t.Fatalf("the server counts %d more sessions, want 50", got)
 				}
-				// Every session costs the server at least a goroutine and a
-				// socket's worth of heap, and far less than a MiB.
-				p := sum.PerSession
-				if p.Goroutines < 1 || p.HeapStackBytes < 1024 || p.HeapStackBytes > 1<<20 || sum.After.RSSBytes == 0 {
-					t.Fatalf("per session %+v (before %+v, after %+v)", p, sum.Before, sum.After)
+				// The figures are the server's growth divided by the sessions
+				// (this process also runs other tests' leftovers, so only the
+				// arithmetic and the session count are asserted here; the
+				// sizes themselves are checked by test/memory).
+				p, b, a := sum.PerSession, sum.Before, sum.After
+				if sum.After.RSSBytes == 0 || a.HeapInuse == 0 || a.Goroutines < 50 ||
+					math.Abs(p.HeapStackBytes*50-(float64(a.HeapInuse+a.StackInuse)-float64(b.HeapInuse+b.StackInuse))) > 1 ||
+					math.Abs(p.Goroutines*50-float64(a.Goroutines-b.Goroutines)) > 1e-6 {
+					t.Fatalf("per session %+v (before %+v, after %+v)", p, b, a)
 				}
 			})
 		}

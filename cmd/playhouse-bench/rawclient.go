@@ -74,7 +74,12 @@ func (d *dialer) dial(ctx context.Context) (*rawConn, error) {
 			return nil, fmt.Errorf("dial %s: %w", d.o.addr, err)
 		}
 		if d.o.transport == "tls" {
-			tc := tls.Client(c, d.tls)
+			cfg := d.tls
+			if cfg.ServerName == "" {
+				cfg = cfg.Clone()
+				cfg.ServerName, _, _ = net.SplitHostPort(d.o.addr)
+			}
+			tc := tls.Client(c, cfg)
 			if err := tc.HandshakeContext(ctx); err != nil {
 				_ = c.Close()
 				return nil, fmt.Errorf("tls handshake: %w", err)
@@ -85,8 +90,14 @@ func (d *dialer) dial(ctx context.Context) (*rawConn, error) {
 	}
 }
 
-// dialAuth dials and authenticates (credentials name the account).
+// dialAuthTimeout bounds one dial and authentication.
+const dialAuthTimeout = 30 * time.Second
+
+// dialAuth dials and authenticates (credentials name the account), within
+// dialAuthTimeout.
 func (d *dialer) dialAuth(ctx context.Context, credentials string) (*rawConn, error) {
+	ctx, cancel := context.WithTimeout(ctx, dialAuthTimeout)
+	defer cancel()
 	c, err := d.dial(ctx)
 	if err != nil {
 		return nil, err

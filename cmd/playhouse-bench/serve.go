@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/playhouse-k8s/playhouse/internal/rawecho"
+	"github.com/playhouse-k8s/playhouse/internal/testcert"
 	"github.com/playhouse-k8s/playhouse/pkg/config"
 	"github.com/playhouse-k8s/playhouse/pkg/server"
 	"github.com/playhouse-k8s/playhouse/pkg/transport"
@@ -88,48 +90,108 @@ func controlHandler(sessions func() int) http.Handler {
 // runServe runs a server until ctx ends: the raw-echo baseline
 // (internal/rawecho) or the PlayHouse engine (pkg/server, exactly what
 // playhouse-server runs), plus the bench control endpoint on --control-addr.
-// It prints one line "serving <kind> tcp=<addr> ws=<addr> control=<addr>
-// admin=<addr> pid=<pid>" on stdout once every listener is bound (ws is
-// empty without WebSocket; admin is the engine's admin endpoint with
-// /metrics, or "none" for the baseline).
+// TLS-TCP (--tls-addr) and WSS (--wss-addr) use a throwaway certificate
+// whose CA file is named in the output (pass it to the load as --ca).
+// It prints one line "serving <kind> tcp=<addr> ws=<addr> tls=<addr>
+// wss=<addr> ca=<file> control=<addr> admin=<addr> pid=<pid>" on stdout once
+// every listener is bound (a transport not served is empty; admin is the
+// engine's admin endpoint with /metrics, or "none" for the baseline).
 func runServe(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	var (
-		tcpAddr, wsAddr string
-		admin           = "none"
-		sessions        func() int
-		stop            func()
+		tcpAddr, wsAddr, tlsAddr, wssAddr string
+		admin                             = "none"
+		caFile                            string
+		certs                             *testcert.Bundle
+		sessions                          func() int
+		stop                              func()
 	)
+	if o.tlsAddr != "" || o.wssAddr != "" {
+		dir, err := os.MkdirTemp("", "playhouse-bench-tls-")
+		if err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+		defer os.RemoveAll(dir)
+		if certs, err = testcert.Write(dir, 24*time.Hour); err != nil {
+			return fmt.Errorf("serve: throwaway certificate: %w", err)
+		}
+		caFile = certs.CAFile
+	}
 	switch o.serve {
 	case serveRaw:
 		rs := rawecho.New(0)
-		tcpLn, err := net.Listen("tcp", o.addr)
-		if err != nil {
-			return fmt.Errorf("serve raw: %w", err)
-		}
-		go func() { _ = rs.ServeTCP(tcpLn) }()
-		tcpAddr = tcpLn.Addr().String()
-		var hs *http.Server
-		if o.wsAddr != "" {
-			wsLn, err := net.Listen("tcp", o.wsAddr)
-			if err != nil {
-				rs.Close()
-				return fmt.Errorf("serve raw: %w", err)
-			}
-			mux := http.NewServeMux()
-			mux.Handle(o.wsPath, rs.WebSocketHandler())
-			hs = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-			go func() { _ = hs.Serve(wsLn) }()
-			wsAddr = wsLn.Addr().String()
-		}
-		sessions = rs.Count
+		var (
+			lns []net.Listener
+			hss []*http.Server
+		)
 		stop = func() {
-			if hs != nil {
+			for _, hs := range hss {
 				_ = hs.Close()
 			}
 			rs.Close()
+			for _, ln := range lns {
+				_ = ln.Close()
+			}
 		}
+		listen := func(addr string, secure bool) (net.Listener, error) {
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				return nil, fmt.Errorf("serve raw: %w", err)
+			}
+			lns = append(lns, ln)
+			if secure {
+				cfg, err := certs.ServerConfig()
+				if err != nil {
+					return nil, fmt.Errorf("serve raw: %w", err)
+				}
+				ln = tls.NewListener(ln, cfg)
+			}
+			return ln, nil
+		}
+		serveWS := func(addr string, secure bool) (string, error) {
+			ln, err := listen(addr, secure)
+			if err != nil {
+				return "", err
+			}
+			mux := http.NewServeMux()
+			mux.Handle(o.wsPath, rs.WebSocketHandler())
+			hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+			hss = append(hss, hs)
+			go func(ln net.Listener) { _ = hs.Serve(ln) }(ln)
+			return ln.Addr().String(), nil
+		}
+		err := func() error {
+			ln, err := listen(o.addr, false)
+			if err != nil {
+				return err
+			}
+			go serveTCP(rs, ln)
+			tcpAddr = ln.Addr().String()
+			if o.tlsAddr != "" {
+				if ln, err = listen(o.tlsAddr, true); err != nil {
+					return err
+				}
+				go serveTCP(rs, ln)
+				tlsAddr = ln.Addr().String()
+			}
+			if o.wsAddr != "" {
+				if wsAddr, err = serveWS(o.wsAddr, false); err != nil {
+					return err
+				}
+			}
+			if o.wssAddr != "" {
+				if wssAddr, err = serveWS(o.wssAddr, true); err != nil {
+					return err
+				}
+			}
+			return nil
+		}()
+		if err != nil {
+			stop()
+			return err
+		}
+		sessions = rs.Count
 	case servePlayhouse:
-		cfg, err := o.serverConfig()
+		cfg, err := o.serverConfig(certs)
 		if err != nil {
 			return err
 		}
@@ -142,6 +204,8 @@ func runServe(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		}
 		tcpAddr = addrString(srv.Addr(transport.KindTCP))
 		wsAddr = addrString(srv.Addr(transport.KindWebSocket))
+		tlsAddr = addrString(srv.Addr(transport.KindTLSTCP))
+		wssAddr = addrString(srv.Addr(transport.KindWSS))
 		admin = addrString(srv.AdminAddr())
 		sessions = srv.Manager().Count
 		stop = func() {
@@ -160,7 +224,8 @@ func runServe(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	ctl := &http.Server{Handler: controlHandler(sessions), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = ctl.Serve(ctlLn) }()
 	defer ctl.Close()
-	fmt.Fprintf(stdout, "serving %s tcp=%s ws=%s control=%s admin=%s pid=%d\n", o.serve, tcpAddr, wsAddr, ctlLn.Addr(), admin, os.Getpid())
+	fmt.Fprintf(stdout, "serving %s tcp=%s ws=%s tls=%s wss=%s ca=%s control=%s admin=%s pid=%d\n",
+		o.serve, tcpAddr, wsAddr, tlsAddr, wssAddr, caFile, ctlLn.Addr(), admin, os.Getpid())
 	<-ctx.Done()
 	return nil
 }
@@ -169,7 +234,7 @@ func runServe(ctx context.Context, o options, stdout, stderr io.Writer) error {
 // --config file, or (without one) the defaults with what a benchmark needs
 // (no per-session rate limit, benchMaxConnections, benchHeartbeatTimeout,
 // warn-level logs); then --addr, --ws-addr and --app override.
-func (o options) serverConfig() (config.Config, error) {
+func (o options) serverConfig(certs *testcert.Bundle) (config.Config, error) {
 	c := config.Default()
 	if o.configFile != "" {
 		var err error
@@ -189,6 +254,16 @@ func (o options) serverConfig() (config.Config, error) {
 		c.Transports.WebSocket.Path = o.wsPath
 	} else {
 		c.Transports.WebSocket.Enabled = false
+	}
+	if o.tlsAddr != "" {
+		c.Transports.TLSTCP.Enabled, c.Transports.TLSTCP.Address = true, o.tlsAddr
+	}
+	if o.wssAddr != "" {
+		c.Transports.WSS.Enabled, c.Transports.WSS.Address = true, o.wssAddr
+		c.Transports.WSS.Path = o.wsPath
+	}
+	if certs != nil {
+		c.Transports.TLS.CertFile, c.Transports.TLS.KeyFile = certs.CertFile, certs.KeyFile
 	}
 	if o.app != "" {
 		c.App = o.app
@@ -210,3 +285,7 @@ func addrString(a net.Addr) string {
 	}
 	return a.String()
 }
+
+// serveTCP serves ln until the server closes (its error then is nil or a
+// closed listener's, which the benchmark does not need).
+func serveTCP(rs *rawecho.Server, ln net.Listener) { _ = rs.ServeTCP(ln) }

@@ -37,7 +37,7 @@ const idleSessions = 2000
 // Measured on 2026-11-29 (before the issue 9 engine work), 2,000 sessions:
 // 18.0-18.6 KiB per session, 18.5-20.0 KiB under -race (two goroutines per
 // session, the reader's stack pinned at 8 KiB, the frame reader's 4 KiB
-// buffer, the per-session name map), plus about 0.5 KiB of this test's own
+// buffer, the per-session name map), plus about 0.4 KiB of this test's own
 // client socket, which lives in the same process. The bound sits clearly
 // above that, so that only a real regression (another goroutine, another
 // buffer held per session) fails it.
