@@ -139,7 +139,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.timeout, "timeout", defaultOnceTimeout, "deadline of the whole --once check")
 	fs.StringVar(&o.credentials, "credentials", "", "authenticate payload of the --once session (default: a generated account name; a JWT for auth mode token)")
 	fs.StringVar(&o.mode, "mode", modeEcho, "what to measure: echo, connect, idle or broadcast")
-	fs.IntVar(&o.sourceIPs, "source-ips", 1, "spread connections over this many loopback source addresses 127.0.0.x (1..10000; IPv4 loopback targets only)")
+	fs.IntVar(&o.sourceIPs, "source-ips", 1, "connect, idle and broadcast modes: spread connections over this many loopback source addresses from 127.0.0.2 up (1: the system picks; 1..10000; IPv4 loopback targets only)")
 	fs.IntVar(&o.burst, "burst", 0, "idle mode: echo requests each session sends (pipelined) before the measurement (0..10000)")
 	fs.IntVar(&o.broadcasts, "broadcasts", 200, "broadcast mode: pushes to send (1..1000000)")
 	fs.StringVar(&o.spawn, "spawn", "", "start this server command (split on spaces) first, wait until --addr accepts, measure its CPU, stop it at the end")

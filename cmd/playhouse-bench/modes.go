@@ -277,6 +277,25 @@ func runIdle(ctx context.Context, o options, d *dialer, t target, stdout, stderr
 	if t.probe.control == "" && t.probe.metrics == "" {
 		return errNoProbe
 	}
+	// Sessions of an earlier run may still be closing on the server: wait
+	// (up to 30 s) until it reports none before measuring the base.
+	if t.probe.control != "" {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			s, err := t.probe.snapshot(ctx, false)
+			if err != nil {
+				return err
+			}
+			if s.Sessions == 0 || time.Now().After(deadline) {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
 	before, err := t.probe.snapshot(ctx, true)
 	if err != nil {
 		return err

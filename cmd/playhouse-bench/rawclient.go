@@ -27,7 +27,8 @@ type rawConn struct {
 }
 
 // dialer spreads connections over several loopback source addresses
-// (--source-ips) so ephemeral ports do not run short.
+// (--source-ips: 127.0.0.2, 127.0.0.3, ...) so ephemeral ports do not run
+// short, neither for the benchmark nor for other programs using 127.0.0.1.
 type dialer struct {
 	o      options
 	tls    *tls.Config
@@ -49,7 +50,9 @@ func (d *dialer) netDialer() *net.Dialer {
 	nd := &net.Dialer{Timeout: 30 * time.Second}
 	if d.prefix != nil {
 		i := d.next.Add(1) % uint32(d.o.sourceIPs)
-		nd.LocalAddr = &net.TCPAddr{IP: net.IPv4(127, 0, byte(i/250), byte(1+i%250))}
+		// 127.0.0.2 upwards: 127.0.0.1's ephemeral ports stay free for
+		// whatever else runs on the machine.
+		nd.LocalAddr = &net.TCPAddr{IP: net.IPv4(127, 0, byte(i/250), byte(2+i%250))}
 	}
 	return nd
 }
