@@ -4,7 +4,8 @@
 #
 #   hack/bench-compare.sh [OUTDIR] [SECTION...]
 #
-# SECTION is any of echo connect broadcast idle scaling (default: all).
+# SECTION is any of echo connect broadcast idle scaling echo-client
+# (default: all but echo-client).
 # Both servers are started once (`playhouse-bench --serve raw` and
 # `--serve playhouse --app relay`, which echoes requests and relays one-way
 # packets) pinned to CPU 0 with taskset; the load runs pinned to CPU 1. Each
@@ -64,11 +65,20 @@ bench() {
 
 for section in $SECTIONS; do
 	case $section in
-	echo) # closed loop, 1,000 sessions, one 64-byte request in flight each
+	echo) # closed loop, 1,000 sessions, one 64-byte request in flight each (light client)
 		for r in $(seq "$ROUNDS"); do
 			for tr in tcp ws; do
 				for srv in raw playhouse; do
-					bench "echo-$tr-$srv-$r" $srv $tr --sessions 1000 --inflight 1 --payload 64 \
+					bench "echo-$tr-$srv-$r" $srv $tr --light --sessions 1000 --inflight 1 --payload 64 \
+						--duration "$ECHO_SECONDS" --connect-rate 5000 --source-ips 4
+				done
+			done
+		done ;;
+	echo-client) # the same with pkg/client as the load (heavier per request on the load side)
+		for r in $(seq "$ROUNDS"); do
+			for tr in tcp ws; do
+				for srv in raw playhouse; do
+					bench "echo-client-$tr-$srv-$r" $srv $tr --sessions 1000 --inflight 1 --payload 64 \
 						--duration "$ECHO_SECONDS" --connect-rate 5000
 				done
 			done

@@ -107,6 +107,7 @@ type options struct {
 	controlAddr string
 	configFile  string
 	app         string
+	light       bool
 }
 
 // defaultOnceTimeout bounds the whole --once check: dial, authenticate and
@@ -141,6 +142,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.mode, "mode", modeEcho, "what to measure: echo, connect, idle or broadcast")
 	fs.IntVar(&o.sourceIPs, "source-ips", 1, "connect, idle and broadcast modes: spread connections over this many loopback source addresses from 127.0.0.2 up (1: the system picks; 1..10000; IPv4 loopback targets only)")
 	fs.IntVar(&o.burst, "burst", 0, "idle mode: echo requests each session sends (pipelined) before the measurement (0..10000)")
+	fs.BoolVar(&o.light, "light", false, "echo mode: use the light client of the other modes (one goroutine per session, no pkg/client), so one load core can saturate a server")
 	fs.IntVar(&o.broadcasts, "broadcasts", 200, "broadcast mode: pushes to send (1..1000000)")
 	fs.StringVar(&o.spawn, "spawn", "", "start this server command (split on spaces) first, wait until --addr accepts, measure its CPU, stop it at the end")
 	fs.IntVar(&o.serverPID, "server-pid", 0, "pid of the server on this machine, for its CPU-seconds and RSS")
@@ -169,6 +171,10 @@ func parse(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("--payload must be 0..1048576, got %d", o.payload)
 	case o.duration <= 0:
 		return o, fmt.Errorf("--duration must be positive, got %s", o.duration)
+	case o.light && o.rate > 0:
+		return o, errors.New("--light does not pace (--rate)")
+	case o.light && o.inflight > 65535:
+		return o, errors.New("--light needs --inflight <= 65535")
 	case o.rate < 0 || o.connectRate <= 0:
 		return o, errors.New("--rate must be >= 0 and --connect-rate > 0")
 	case o.timeout <= 0:
@@ -320,6 +326,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case modeBroadcast:
 		return runBroadcast(ctx, o, newDialer(o, tlsCfg), tgt, stdout, stderr)
 	}
+	if o.light {
+		return runEchoLight(ctx, o, newDialer(o, tlsCfg), tgt, stdout, stderr)
+	}
 	return runEcho(ctx, o, tlsCfg, tgt, stdout, stderr)
 }
 
@@ -459,7 +468,13 @@ func runEcho(ctx context.Context, o options, tlsCfg *tls.Config, tgt target, std
 			"p999": ms(h.quantile(0.999)), "max": ms(h.max),
 		},
 	}
-	if o.jsonOut {
+	return printEcho(stdout, o.jsonOut, s)
+}
+
+// printEcho prints an echo summary as JSON or text.
+func printEcho(stdout io.Writer, jsonOut bool, s summary) error {
+	errs := s.Errors
+	if jsonOut {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(s)

@@ -508,3 +508,93 @@ func runBroadcast(ctx context.Context, o options, d *dialer, t target, stdout, s
 		printErrors(stdout, s.Errors)
 	})
 }
+
+// runEchoLight is --mode echo with --light: every session is a rawConn
+// served by one goroutine that keeps --inflight requests in flight (MsgSeq
+// 1..inflight, each reused once its reply is back) for --duration.
+func runEchoLight(ctx context.Context, o options, d *dialer, t target, stdout, stderr io.Writer) error {
+	var errs errCounter
+	conns := openSessions(ctx, o, d, o.sessions, &errs)
+	defer func() {
+		for _, c := range conns {
+			c.close()
+		}
+	}()
+	if len(conns) == 0 {
+		return fmt.Errorf("no session connected (%v)", errs.snapshot())
+	}
+	fmt.Fprintf(stderr, "connected %d/%d sessions over %s; running %s\n", len(conns), o.sessions, o.transport, o.duration)
+	runCtx, cancel := context.WithTimeout(ctx, o.duration)
+	defer cancel()
+	payload := make([]byte, o.payload)
+	var (
+		mu sync.Mutex
+		h  histogram
+		wg sync.WaitGroup
+	)
+	cpu := t.startCPU()
+	start := time.Now()
+	for _, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var local histogram
+			defer func() {
+				mu.Lock()
+				h.merge(&local)
+				mu.Unlock()
+			}()
+			// Closing the connection at the end of the run ends a blocked read.
+			stop := context.AfterFunc(runCtx, c.close)
+			defer stop()
+			sent := make([]time.Time, o.inflight)
+			var frames []byte
+			for i := range o.inflight {
+				frames, _ = protocol.AppendRequest(frames, "EchoRequest", uint16(i+1), 0, payload)
+				sent[i] = time.Now()
+			}
+			if err := c.send(frames); err != nil {
+				errs.add(err)
+				return
+			}
+			for {
+				hd, _, err := c.next()
+				if err != nil {
+					if runCtx.Err() == nil {
+						errs.add(err)
+					}
+					return
+				}
+				if hd.MsgSeq == 0 || int(hd.MsgSeq) > o.inflight {
+					continue
+				}
+				if hd.ErrorCode != 0 {
+					errs.add(fmt.Errorf("EchoRequest answered ErrorCode %d", hd.ErrorCode))
+				} else {
+					local.record(time.Since(sent[hd.MsgSeq-1]))
+				}
+				if runCtx.Err() != nil {
+					return
+				}
+				frames, _ = protocol.AppendRequest(frames[:0], "EchoRequest", hd.MsgSeq, 0, payload)
+				sent[hd.MsgSeq-1] = time.Now()
+				if err := c.send(frames); err != nil {
+					if runCtx.Err() == nil {
+						errs.add(err)
+					}
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	cpuSec := cpu.seconds()
+	s := summary{
+		Transport: o.transport, Sessions: o.sessions, Connected: len(conns), Inflight: o.inflight,
+		PayloadSize: o.payload, Seconds: elapsed.Seconds(), Requests: h.n, Errors: errs.snapshot(),
+		PerSecond: float64(h.n) / elapsed.Seconds(), LatencyMs: quantilesMs(&h),
+		ServerCPUSeconds: cpuSec, PerServerCPUSecond: perCPU(float64(h.n), cpuSec),
+	}
+	return printEcho(stdout, o.jsonOut, s)
+}

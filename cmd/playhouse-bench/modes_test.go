@@ -125,18 +125,19 @@ func servers(t *testing.T) map[string]served {
 
 func TestEchoReportsServerCPU(t *testing.T) {
 	for name, s := range servers(t) {
-		for _, tr := range []string{"tcp", "ws"} {
-			t.Run(name+"/"+tr, func(t *testing.T) {
-				addr := s.tcp
-				if tr == "ws" {
-					addr = s.ws
+		for _, tc := range []struct{ tr, client string }{{"tcp", "pkg/client"}, {"ws", "pkg/client"}, {"tcp", "light"}, {"ws", "light"}} {
+			t.Run(name+"/"+tc.tr+"/"+tc.client, func(t *testing.T) {
+				args := []string{"--addr", s.addr(tc.tr), "--transport", tc.tr, "--control", s.control,
+					"--sessions", "4", "--inflight", "4", "--payload", "64", "--duration", "300ms"}
+				if tc.client == "light" {
+					args = append(args, "--light")
 				}
 				var sum summary
-				runJSON(t, &sum, "--addr", addr, "--transport", tr, "--control", s.control,
-					"--sessions", "4", "--inflight", "4", "--duration", "300ms")
-				if sum.Requests == 0 || len(sum.Errors) != 0 {
+				runJSON(t, &sum, args...)
+				if sum.Requests == 0 || len(sum.Errors) != 0 || sum.Connected != 4 || sum.Inflight != 4 || sum.Seconds < 0.25 {
 					t.Fatalf("summary %+v", sum)
 				}
+				ordered(t, sum.LatencyMs)
 				// The server runs in this process: its CPU time is this process's.
 				if sum.ServerCPUSeconds <= 0 || sum.PerServerCPUSecond <= 0 {
 					t.Fatalf("no server CPU figures: %+v", sum)
