@@ -6,7 +6,8 @@
 // per-session rate limit (limits.rateLimit.packetsPerSecond: 0), or replies
 // with ErrorCode 18 are counted as errors.
 //
-// --mode selects what is measured (echo is the default above):
+// --mode selects what is measured (echo is the default above; with --light
+// it runs on the light client of the other modes instead of pkg/client):
 //
 //   - connect: --sessions loops each dial, authenticate and close for
 //     --duration; reports cycles per second and dial-to-authenticated latency.
@@ -26,7 +27,8 @@
 // With --serve raw|playhouse it is a server instead: the raw-echo baseline
 // (internal/rawecho: one goroutine and a 4 KiB buffer per connection, gorilla
 // for WebSocket) or the PlayHouse engine (pkg/server, as playhouse-server runs
-// it), on --addr (TCP) and --ws-addr (WebSocket), with a control endpoint on
+// it), on --addr (TCP), --ws-addr (WebSocket), --tls-addr and --wss-addr
+// (a throwaway certificate whose CA file it prints), with a control endpoint on
 // --control-addr: GET /snapshot?gc=1 forces a GC and returns the process's
 // memory figures as JSON; GET /metrics has the Go runtime and process
 // collectors. Baseline and engine thus run from the same binary with the same

@@ -12,7 +12,8 @@
 // It understands just enough: every request (MsgSeq > 0) is answered with
 // ErrorCode 0, the reply MsgId (protocol.ReplyMsgID) and the request's payload,
 // so AuthenticateRequest, EchoRequest and JoinStageRequest all succeed; a
-// JoinStageRequest also places the connection in the request's stage; a
+// JoinStageRequest also places the connection in the request's stage (its
+// reply carries no payload); a
 // heartbeat is answered; any other one-way packet is pushed to the other
 // members of the sender's stage by writing the same frame to each member's
 // socket in a plain loop, on the sender's goroutine. There is no
