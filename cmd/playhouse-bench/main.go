@@ -6,6 +6,34 @@
 // per-session rate limit (limits.rateLimit.packetsPerSecond: 0), or replies
 // with ErrorCode 18 are counted as errors.
 //
+// --mode selects what is measured (echo is the default above; with --light
+// it runs on the light client of the other modes instead of pkg/client):
+//
+//   - connect: --sessions loops each dial, authenticate and close for
+//     --duration; reports cycles per second and dial-to-authenticated latency.
+//   - idle: opens --sessions authenticated sessions (optionally passes a
+//     --burst of echo requests on each) and reports the server's growth in RSS,
+//     Go heap and stacks and goroutines per session, after a forced GC when
+//     the server offers one (--control), or from its /metrics (--metrics).
+//   - broadcast: --sessions members and one sender join one stage; the sender
+//     sends --broadcasts one-way packets of --payload bytes that the server
+//     pushes to every member (the relay app); reports server CPU per broadcast
+//     and the time until the last member has it.
+//
+// Every mode reports the server's CPU-seconds when the server runs on the same
+// machine and its pid is known: --server-pid, a server started by the tool
+// with --spawn "command", or a --control endpoint.
+//
+// With --serve raw|playhouse it is a server instead: the raw-echo baseline
+// (internal/rawecho: one goroutine and a 4 KiB buffer per connection, gorilla
+// for WebSocket) or the PlayHouse engine (pkg/server, as playhouse-server runs
+// it), on --addr (TCP), --ws-addr (WebSocket), --tls-addr and --wss-addr
+// (a throwaway certificate whose CA file it prints), with a control endpoint on
+// --control-addr: GET /snapshot?gc=1 forces a GC and returns the process's
+// memory figures as JSON; GET /metrics has the Go runtime and process
+// collectors. Baseline and engine thus run from the same binary with the same
+// measurement hooks (see docs/benchmarks.md for the comparison commands).
+//
 // With --once it is a connectivity check instead (the Helm chart's
 // `helm test` runs it): one session dials, authenticates (--credentials),
 // sends one echo request and checks that the reply carries the same payload,
@@ -65,15 +93,32 @@ type options struct {
 	once        bool
 	timeout     time.Duration
 	credentials string
+
+	mode        string
+	sourceIPs   int
+	burst       int
+	broadcasts  int
+	spawn       string
+	serverPID   int
+	control     string
+	metricsURL  string
+	serve       string
+	wsAddr      string
+	tlsAddr     string
+	wssAddr     string
+	controlAddr string
+	configFile  string
+	app         string
+	light       bool
 }
 
 // defaultOnceTimeout bounds the whole --once check: dial, authenticate and
 // one echo.
 const defaultOnceTimeout = 10 * time.Second
 
-// maxSessions keeps a run under the per-process open-file limits (one
-// descriptor per session, plus the server's when it runs on the same host).
-const maxSessions = 9000
+// maxSessions keeps a run under the 20,000 open files a process may hold
+// (one descriptor per session; the server is another process).
+const maxSessions = 19000
 
 func parse(args []string, stderr io.Writer) (options, error) {
 	var o options
@@ -96,6 +141,22 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.once, "once", false, "connectivity check: one session dials, authenticates, echoes one request and exits (0 ok, 1 failed)")
 	fs.DurationVar(&o.timeout, "timeout", defaultOnceTimeout, "deadline of the whole --once check")
 	fs.StringVar(&o.credentials, "credentials", "", "authenticate payload of the --once session (default: a generated account name; a JWT for auth mode token)")
+	fs.StringVar(&o.mode, "mode", modeEcho, "what to measure: echo, connect, idle or broadcast")
+	fs.IntVar(&o.sourceIPs, "source-ips", 1, "connect, idle and broadcast modes: spread connections over this many loopback source addresses from 127.0.0.2 up (1: the system picks; 1..10000; IPv4 loopback targets only)")
+	fs.IntVar(&o.burst, "burst", 0, "idle mode: echo requests each session sends (pipelined) before the measurement (0..10000)")
+	fs.BoolVar(&o.light, "light", false, "echo mode: use the light client of the other modes (one goroutine per session, no pkg/client), so one load core can saturate a server")
+	fs.IntVar(&o.broadcasts, "broadcasts", 200, "broadcast mode: pushes to send (1..1000000)")
+	fs.StringVar(&o.spawn, "spawn", "", "start this server command (split on spaces) first, wait until --addr accepts, measure its CPU, stop it at the end")
+	fs.IntVar(&o.serverPID, "server-pid", 0, "pid of the server on this machine, for its CPU-seconds and RSS")
+	fs.StringVar(&o.control, "control", "", "base URL of a --serve process's control endpoint (forced GC, memory figures, pid)")
+	fs.StringVar(&o.metricsURL, "metrics", "", "URL of the server's Prometheus /metrics (memory figures without a forced GC)")
+	fs.StringVar(&o.serve, "serve", "", "run a server instead of load: raw (the baseline) or playhouse (the engine)")
+	fs.StringVar(&o.wsAddr, "ws-addr", "", "serve: WebSocket listen address (empty: no WebSocket)")
+	fs.StringVar(&o.tlsAddr, "tls-addr", "", "serve: TLS-over-TCP listen address, with a throwaway certificate (empty: none)")
+	fs.StringVar(&o.wssAddr, "wss-addr", "", "serve: WSS listen address, with a throwaway certificate (empty: none)")
+	fs.StringVar(&o.controlAddr, "control-addr", "127.0.0.1:0", "serve: control endpoint address")
+	fs.StringVar(&o.configFile, "config", "", "serve playhouse: YAML config (default: built-in defaults without rate limit)")
+	fs.StringVar(&o.app, "app", "", "serve playhouse: built-in app, echo or relay (relay for the broadcast mode)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -112,10 +173,26 @@ func parse(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("--payload must be 0..1048576, got %d", o.payload)
 	case o.duration <= 0:
 		return o, fmt.Errorf("--duration must be positive, got %s", o.duration)
+	case o.light && o.rate > 0:
+		return o, errors.New("--light does not pace (--rate)")
+	case o.light && o.inflight > 65535:
+		return o, errors.New("--light needs --inflight <= 65535")
 	case o.rate < 0 || o.connectRate <= 0:
 		return o, errors.New("--rate must be >= 0 and --connect-rate > 0")
 	case o.timeout <= 0:
 		return o, fmt.Errorf("--timeout must be positive, got %s", o.timeout)
+	case o.mode != modeEcho && o.mode != modeConnect && o.mode != modeIdle && o.mode != modeBroadcast:
+		return o, fmt.Errorf("--mode must be echo, connect, idle or broadcast, got %q", o.mode)
+	case o.sourceIPs < 1 || o.sourceIPs > 10000:
+		return o, fmt.Errorf("--source-ips must be 1..10000, got %d", o.sourceIPs)
+	case o.burst < 0 || o.burst > 10000:
+		return o, fmt.Errorf("--burst must be 0..10000, got %d", o.burst)
+	case o.broadcasts < 1 || o.broadcasts > 1000000:
+		return o, fmt.Errorf("--broadcasts must be 1..1000000, got %d", o.broadcasts)
+	case o.mode == modeBroadcast && o.sessions+1 > maxSessions:
+		return o, fmt.Errorf("--sessions must be at most %d in broadcast mode (plus the sender)", maxSessions-1)
+	case o.serve != "" && o.serve != serveRaw && o.serve != servePlayhouse:
+		return o, fmt.Errorf("--serve must be raw or playhouse, got %q", o.serve)
 	}
 	return o, nil
 }
@@ -132,6 +209,10 @@ type summary struct {
 	Errors      map[string]uint64  `json:"errors"`
 	PerSecond   float64            `json:"requestsPerSecond"`
 	LatencyMs   map[string]float64 `json:"latencyMs"`
+	// ServerCPUSeconds is the server's CPU time while requests ran (0: unknown).
+	ServerCPUSeconds float64 `json:"serverCpuSeconds"`
+	// PerServerCPUSecond is echoes per server CPU-second (0: unknown).
+	PerServerCPUSecond float64 `json:"requestsPerServerCpuSecond"`
 }
 
 // worker is one session's goroutines and their counters.
@@ -195,6 +276,9 @@ func errorKind(err error) string {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	// Progress lines, a spawned server's output and the summary code all
+	// write to stderr.
+	stderr = &lockedWriter{w: stderr}
 	o, err := parse(args, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -208,9 +292,51 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	if o.serve != "" {
+		return runServe(ctx, o, stdout, stderr)
+	}
 	if o.once {
 		return runOnce(ctx, o, tlsCfg, stdout)
 	}
+	if _, err := raiseOpenFiles(); err != nil {
+		fmt.Fprintln(stderr, "warning:", err)
+	}
+	pid := o.serverPID
+	if o.spawn != "" {
+		sp, err := spawn(ctx, o.spawn, o.addr, stderr)
+		if err != nil {
+			return err
+		}
+		defer sp.stop()
+		if pid == 0 {
+			pid = sp.cmd.Process.Pid
+		}
+	}
+	pr := newProbe(o.control, o.metricsURL, pid)
+	if pid == 0 && o.control != "" {
+		if pid, err = pr.serverPID(ctx); err != nil {
+			return err
+		}
+		pr.pid = pid
+	}
+	tgt := target{pid: pid, probe: pr}
+	switch o.mode {
+	case modeConnect:
+		return runConnect(ctx, o, newDialer(o, tlsCfg), tgt, stdout, stderr)
+	case modeIdle:
+		return runIdle(ctx, o, newDialer(o, tlsCfg), tgt, stdout, stderr)
+	case modeBroadcast:
+		return runBroadcast(ctx, o, newDialer(o, tlsCfg), tgt, stdout, stderr)
+	}
+	if o.light {
+		return runEchoLight(ctx, o, newDialer(o, tlsCfg), tgt, stdout, stderr)
+	}
+	return runEcho(ctx, o, tlsCfg, tgt, stdout, stderr)
+}
+
+// runEcho is --mode echo: --sessions sessions keep --inflight echo requests
+// each in flight for --duration.
+func runEcho(ctx context.Context, o options, tlsCfg *tls.Config, tgt target, stdout, stderr io.Writer) error {
 	var (
 		errMu  sync.Mutex
 		errs   = map[string]uint64{}
@@ -257,6 +383,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer cancel()
 	workers := make([]*worker, len(clients))
 	var wg sync.WaitGroup
+	cpu := tgt.startCPU()
 	start := time.Now()
 	for i, c := range clients {
 		w := &worker{}
@@ -324,6 +451,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	cpuSec := cpu.seconds()
 
 	var h histogram
 	for _, w := range workers {
@@ -335,13 +463,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	s := summary{
 		Transport: o.transport, Sessions: o.sessions, Connected: len(clients), Inflight: o.inflight,
 		PayloadSize: o.payload, Seconds: elapsed.Seconds(), Requests: h.n, Errors: errs,
-		PerSecond: float64(h.n) / elapsed.Seconds(),
+		PerSecond:        float64(h.n) / elapsed.Seconds(),
+		ServerCPUSeconds: cpuSec, PerServerCPUSecond: perCPU(float64(h.n), cpuSec),
 		LatencyMs: map[string]float64{
 			"p50": ms(h.quantile(0.50)), "p90": ms(h.quantile(0.90)), "p99": ms(h.quantile(0.99)),
 			"p999": ms(h.quantile(0.999)), "max": ms(h.max),
 		},
 	}
-	if o.jsonOut {
+	return printEcho(stdout, o.jsonOut, s)
+}
+
+// printEcho prints an echo summary as JSON or text.
+func printEcho(stdout io.Writer, jsonOut bool, s summary) error {
+	errs := s.Errors
+	if jsonOut {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(s)
@@ -349,6 +484,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "transport %s, %d/%d sessions, %d in flight each, %d-byte payload, %.1fs\n",
 		s.Transport, s.Connected, s.Sessions, s.Inflight, s.PayloadSize, s.Seconds)
 	fmt.Fprintf(stdout, "requests  %d ok, %.0f/s\n", s.Requests, s.PerSecond)
+	if s.ServerCPUSeconds > 0 {
+		fmt.Fprintf(stdout, "server    %.2f CPU-seconds, %.0f echoes per server CPU-second\n", s.ServerCPUSeconds, s.PerServerCPUSecond)
+	}
 	fmt.Fprintf(stdout, "latency   p50 %.3fms  p90 %.3fms  p99 %.3fms  p99.9 %.3fms  max %.3fms\n",
 		s.LatencyMs["p50"], s.LatencyMs["p90"], s.LatencyMs["p99"], s.LatencyMs["p999"], s.LatencyMs["max"])
 	kinds := make([]string, 0, len(errs))
@@ -401,4 +539,16 @@ func runOnce(ctx context.Context, o options, tlsCfg *tls.Config, stdout io.Write
 	fmt.Fprintf(stdout, "ok: %s over %s: authenticated and echoed %d bytes in %s\n",
 		o.addr, o.transport, len(payload), time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// lockedWriter serialises writes from several goroutines.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

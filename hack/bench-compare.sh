@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Runs the issue 9 comparisons: the raw-echo baseline and the PlayHouse
+# engine side by side, in one run, on this machine (docs/benchmarks.md).
+#
+#   hack/bench-compare.sh [OUTDIR] [SECTION...]
+#
+# SECTION is any of echo connect broadcast idle scaling echo-client
+# (default: all but echo-client).
+# Both servers are started once (`playhouse-bench --serve raw` and
+# `--serve playhouse --app relay`, which echoes requests and relays one-way
+# packets) pinned to CPU 0 with taskset; the load runs pinned to CPU 1. Each
+# comparison runs baseline then engine, and repeats (ROUNDS, default 2), so
+# that drifting background load hits both. Every run's JSON summary is kept in
+# OUTDIR (default /tmp/playhouse-bench-compare) and one line per run is
+# printed. Keep runs short: the machine may be shared.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+OUT=${1:-/tmp/playhouse-bench-compare}
+shift || true
+SECTIONS=${*:-echo connect broadcast idle scaling}
+ROUNDS=${ROUNDS:-2}
+ECHO_SECONDS=${ECHO_SECONDS:-10s}
+mkdir -p "$OUT" bin
+go build -o bin/ ./cmd/playhouse-bench
+B=bin/playhouse-bench
+
+SRV="" LOAD=""
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+	SRV="taskset -c 0" LOAD="taskset -c 1"
+fi
+
+# Servers: raw on 1700x, engine on 1701x; control endpoints on 17009/17019.
+$SRV $B --serve raw --addr 127.0.0.1:17001 --ws-addr 127.0.0.1:17002 --tls-addr 127.0.0.1:17003 \
+	--wss-addr 127.0.0.1:17004 --control-addr 127.0.0.1:17009 >"$OUT/raw.serving" 2>"$OUT/raw.log" &
+RAW_PID=$!
+$SRV $B --serve playhouse --app relay --addr 127.0.0.1:17011 --ws-addr 127.0.0.1:17012 --tls-addr 127.0.0.1:17013 \
+	--wss-addr 127.0.0.1:17014 --control-addr 127.0.0.1:17019 >"$OUT/playhouse.serving" 2>"$OUT/playhouse.log" &
+PH_PID=$!
+trap 'kill $RAW_PID $PH_PID 2>/dev/null; wait $RAW_PID $PH_PID 2>/dev/null || true' EXIT
+for f in raw playhouse; do
+	for _ in $(seq 100); do grep -q serving "$OUT/$f.serving" && break; sleep 0.1; done
+	grep serving "$OUT/$f.serving"
+done
+CA_RAW=$(sed -n 's/.* ca=\([^ ]*\) .*/\1/p' "$OUT/raw.serving")
+CA_PH=$(sed -n 's/.* ca=\([^ ]*\) .*/\1/p' "$OUT/playhouse.serving")
+
+# port <server> <transport>
+port() {
+	local base=17001
+	[ "$1" = playhouse ] && base=17011
+	case $2 in tcp) echo $base ;; ws) echo $((base + 1)) ;; tls) echo $((base + 2)) ;; wss) echo $((base + 3)) ;; esac
+}
+
+# bench <name> <server> <transport> <args...>: one run, JSON to OUT/name.json.
+bench() {
+	local name=$1 srv=$2 tr=$3
+	shift 3
+	local ctl=http://127.0.0.1:17009 ca=$CA_RAW
+	if [ "$srv" = playhouse ]; then ctl=http://127.0.0.1:17019 ca=$CA_PH; fi
+	$LOAD $B --addr 127.0.0.1:"$(port "$srv" "$tr")" --transport "$tr" --ca "$ca" --control $ctl \
+		--json --progress 0 "$@" >"$OUT/$name.json" 2>>"$OUT/load.log"
+	printf '%-40s %s\n' "$name" "$(jq -c 'del(.before, .after)' "$OUT/$name.json")"
+}
+
+for section in $SECTIONS; do
+	case $section in
+	echo) # closed loop, 1,000 sessions, one 64-byte request in flight each (light client)
+		for r in $(seq "$ROUNDS"); do
+			for tr in tcp ws; do
+				for srv in raw playhouse; do
+					bench "echo-$tr-$srv-$r" $srv $tr --light --sessions 1000 --inflight 1 --payload 64 \
+						--duration "$ECHO_SECONDS" --connect-rate 5000 --source-ips 4
+				done
+			done
+		done ;;
+	echo-client) # the same with pkg/client as the load (heavier per request on the load side)
+		for r in $(seq "$ROUNDS"); do
+			for tr in tcp ws; do
+				for srv in raw playhouse; do
+					bench "echo-client-$tr-$srv-$r" $srv $tr --sessions 1000 --inflight 1 --payload 64 \
+						--duration "$ECHO_SECONDS" --connect-rate 5000
+				done
+			done
+		done ;;
+	connect) # connect + authenticate + close, 8 loops
+		for r in $(seq "$ROUNDS"); do
+			for srv in raw playhouse; do
+				bench "connect-tcp-$srv-$r" $srv tcp --mode connect --sessions 8 --duration 10s --source-ips 32
+			done
+		done ;;
+	broadcast) # 256 bytes to a 1,000-member stage, 500 times
+		for r in $(seq "$ROUNDS"); do
+			for srv in raw playhouse; do
+				bench "broadcast-tcp-$srv-$r" $srv tcp --mode broadcast --sessions 1000 --payload 256 \
+					--broadcasts 500 --connect-rate 5000 --source-ips 4
+			done
+		done ;;
+	idle) # 10,000 idle authenticated sessions on every transport; then after a burst
+		for tr in tcp tls ws wss; do
+			for srv in raw playhouse; do
+				bench "idle10k-$tr-$srv" $srv $tr --mode idle --sessions 10000 --connect-rate 5000 --source-ips 4
+			done
+		done
+		for tr in tcp ws; do
+			for srv in raw playhouse; do
+				bench "idle10k-burst-$tr-$srv" $srv $tr --mode idle --sessions 10000 --connect-rate 5000 \
+					--source-ips 4 --burst 20 --payload 1024
+			done
+		done ;;
+	scaling) # per-session cost as the count grows
+		for n in 1000 5000 10000 18000; do
+			for tr in tcp ws; do
+				for srv in raw playhouse; do
+					bench "scale-$n-$tr-$srv" $srv $tr --mode idle --sessions $n --connect-rate 5000 --source-ips 8
+				done
+			done
+		done ;;
+	*) echo "unknown section $section" >&2; exit 2 ;;
+	esac
+done
