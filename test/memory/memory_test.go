@@ -20,7 +20,7 @@ import (
 	"github.com/playhouse-k8s/playhouse/pkg/apps/echo"
 	"github.com/playhouse-k8s/playhouse/pkg/config"
 	"github.com/playhouse-k8s/playhouse/pkg/protocol"
-	"github.com/playhouse-k8s/playhouse/pkg/server"
+	"github.com/playhouse-k8s/playhouse/pkg/server/serverconfig"
 	"github.com/playhouse-k8s/playhouse/pkg/session"
 	"github.com/playhouse-k8s/playhouse/pkg/transport"
 )
@@ -196,7 +196,10 @@ func idleBytesPerSession(t *testing.T, handler session.Handler, burst int) float
 	c.Transports.WebSocket.Enabled = false
 	c.Limits.MaxConnections = idleSessions + 100
 	c.Limits.HeartbeatTimeout = config.D(time.Hour) // idle for as long as the test takes
-	srv, err := server.New(c, handler, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if handler == nil {
+		handler = echo.New()
+	}
+	srv, err := serverconfig.New(c, handler, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
