@@ -11,3 +11,8 @@ const (
 	// KEDA trigger scale on.
 	SessionsActive = Namespace + "_" + SessionsActiveName
 )
+
+// MaxConnections is the full name of the gauge holding the server's
+// limits.maxConnections (see AttachLimits): the denominator of the
+// "sessions near maxConnections" alert and the dashboard's utilisation.
+const MaxConnections = Namespace + "_max_connections"
