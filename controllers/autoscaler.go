@@ -239,7 +239,9 @@ func (r *PlayHouseServerReconciler) reconcileAutoscaler(ctx context.Context, phs
 }
 
 // setAutoscalingCondition sets the AutoscalingActive condition from what a
-// pass saw of the autoscaler, or removes it when autoscaling is disabled.
+// pass saw of the autoscaler (as, from reconcileAutoscaler), or removes it
+// when autoscaling is disabled. A pass that did not reach the autoscaler
+// (as nil while autoscaling is enabled) leaves the condition as it was.
 // It reports whether the autoscaler actually works, not that it was applied:
 //
 //   - hpa: the HorizontalPodAutoscaler's ScalingActive condition (False with
@@ -247,11 +249,15 @@ func (r *PlayHouseServerReconciler) reconcileAutoscaler(ctx context.Context, phs
 //   - keda: the ScaledObject's Ready condition; False with KEDANotInstalled
 //     when the cluster does not serve ScaledObjects;
 //   - Unknown (AutoscalerPending) while nothing has reported on it yet.
-func setAutoscalingCondition(conds *[]metav1.Condition, gen int64, as *autoscalerObservation) {
-	if as == nil {
+func setAutoscalingCondition(conds *[]metav1.Condition, phs *playhousev1alpha1.PlayHouseServer, as *autoscalerObservation) {
+	if !phs.Spec.Autoscaling.Enabled {
 		meta.RemoveStatusCondition(conds, playhousev1alpha1.ConditionAutoscalingActive)
 		return
 	}
+	if as == nil {
+		return
+	}
+	gen := phs.Generation
 	set := func(status metav1.ConditionStatus, reason, msg string) {
 		meta.SetStatusCondition(conds, metav1.Condition{
 			Type: playhousev1alpha1.ConditionAutoscalingActive, Status: status, Reason: reason,

@@ -31,7 +31,7 @@ func autoscalingCondition(t *testing.T, r *PlayHouseServerReconciler, phs *playh
 		t.Fatalf("reconcile autoscaler: %v", err)
 	}
 	var conds []metav1.Condition
-	setAutoscalingCondition(&conds, phs.Generation, as)
+	setAutoscalingCondition(&conds, phs, as)
 	return as, meta.FindStatusCondition(conds, playhousev1alpha1.ConditionAutoscalingActive)
 }
 
