@@ -65,6 +65,7 @@ func TestE2E(t *testing.T) {
 		return
 	}
 	t.Run("AutoscalingLoop", c.testAutoscalingLoop)
+	t.Run("HPAWithoutMetricsAPI", c.testHPAWithoutMetricsAPI)
 	t.Run("ConfigChangeRolls", c.testConfigChangeRolls)
 	t.Run("ScaleSubresource", c.testScale)
 	t.Run("EvictionRespectsPDB", c.testEviction)

@@ -138,9 +138,12 @@ func (c *cluster) testFleetReady(t *testing.T) {
 func (c *cluster) testAutoscalingLoop(t *testing.T) {
 	ctx := context.Background()
 	const (
-		name     = "loop"
-		sessions = 6
-		perPod   = 2
+		// scaleDownPeriod is the drain-safe policy's period for a 1s
+		// drainTimeout: its 15 s floor.
+		scaleDownPeriod = 15 * time.Second
+		name            = "loop"
+		sessions        = 6
+		perPod          = 2
 	)
 	p := phs(name, 1)
 	p.Spec.DrainTimeout = &metav1.Duration{Duration: time.Second}
@@ -214,6 +217,16 @@ func (c *cluster) testAutoscalingLoop(t *testing.T) {
 	t.Logf("scaled up: %d replicas Running", want)
 	c.checkDashboard(t, name)
 
+	// The drain-safe scale-down removes at most one pod per period (15 s
+	// here) counted from the last scale: wait until the scale-up is a full
+	// period old, so the step-down below is limited by it alone.
+	waitFor(t, convergeTimeout, "the scale-up to be one scale-down period old", func() (bool, error) {
+		h := &autoscalingv2.HorizontalPodAutoscaler{}
+		if _, err := c.get(h, gamesNS, "keda-hpa-"+name); err != nil {
+			return false, err
+		}
+		return h.Status.LastScaleTime != nil && time.Since(h.Status.LastScaleTime.Time) > scaleDownPeriod+2*time.Second, nil
+	})
 	bench.stop()
 	waitFor(t, convergeTimeout, "the sessions to close in Prometheus", func() (bool, error) {
 		v, err := c.promQuery(query)
@@ -222,13 +235,18 @@ func (c *cluster) testAutoscalingLoop(t *testing.T) {
 		}
 		return false, err
 	})
+	seen := map[int32]bool{}
 	waitFor(t, convergeTimeout, fmt.Sprintf("%s to scale back to 1 replica", name), func() (bool, error) {
 		d := &appsv1.Deployment{}
 		if _, err := c.get(d, gamesNS, name); err != nil {
 			return false, err
 		}
+		seen[ptr.Deref(d.Spec.Replicas, 0)] = true
 		return ptr.Deref(d.Spec.Replicas, 0) == 1, fmt.Errorf("replicas %d", ptr.Deref(d.Spec.Replicas, 0))
 	})
+	if !seen[2] {
+		t.Errorf("the fleet went from %d to 1 replica at once: the drain-safe scale-down (one pod per period) was not applied (seen %v)", want, seen)
+	}
 	c.waitReady(t, name, 1)
 	t.Log("scaled back down to 1 replica")
 }
@@ -263,6 +281,26 @@ func (c *cluster) logReplicas(t *testing.T, name string) {
 			}
 		}
 	}()
+}
+
+// testHPAWithoutMetricsAPI: the hpa provider in a cluster without a
+// custom-metrics adapter (this one has only KEDA's external metrics API):
+// the real HPA controller cannot read the metric, and the fleet says so
+// instead of reporting its autoscaler as working (issue 11's symptom).
+func (c *cluster) testHPAWithoutMetricsAPI(t *testing.T) {
+	p := phs("hpa", 1)
+	p.Spec.Autoscaling = playhousev1alpha1.AutoscalingSpec{Enabled: true, MaxReplicas: 3, TargetSessionsPerPod: 10}
+	if err := c.c.Create(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, convergeTimeout, "AutoscalingActive=False from the HPA's ScalingActive", func() (bool, error) {
+		got := &playhousev1alpha1.PlayHouseServer{}
+		if _, err := c.get(got, gamesNS, "hpa"); err != nil {
+			return false, err
+		}
+		cond := meta.FindStatusCondition(got.Status.Conditions, playhousev1alpha1.ConditionAutoscalingActive)
+		return cond != nil && cond.Status == metav1.ConditionFalse && cond.Reason == "FailedGetPodsMetric", fmt.Errorf("%+v", cond)
+	})
 }
 
 // dashboardQueries are the shipped dashboard's panel queries, by panel title.
