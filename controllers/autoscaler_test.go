@@ -240,3 +240,20 @@ func TestFleetSessionsQuery(t *testing.T) {
 		t.Fatalf("query %s", q)
 	}
 }
+
+// The API server refuses a keda fleet that names no Prometheus to query.
+func TestKEDAProviderNeedsServerAddress(t *testing.T) {
+	s := envOrSkip(t)
+	ns := s.newNamespace(t)
+	p := kedaPHS(ns, "noprom")
+	p.Spec.Autoscaling.Prometheus = nil
+	err := s.c.Create(context.Background(), p)
+	if err == nil || !strings.Contains(err.Error(), "prometheus.serverAddress is required when the provider is keda") {
+		t.Fatalf("create keda fleet without serverAddress: %v, want the CRD's validation message", err)
+	}
+	p = kedaPHS(ns, "badprom")
+	p.Spec.Autoscaling.Prometheus.ServerAddress = "prometheus:9090"
+	if err := s.c.Create(context.Background(), p); err == nil || !strings.Contains(err.Error(), "serverAddress") {
+		t.Fatalf("create keda fleet with a serverAddress without scheme: %v, want refused", err)
+	}
+}
