@@ -28,6 +28,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	sigsyaml "sigs.k8s.io/yaml"
 
 	playhousev1alpha1 "github.com/playhouse-k8s/playhouse/api/v1alpha1"
 	"github.com/playhouse-k8s/playhouse/controllers"
@@ -216,6 +217,7 @@ func (c *cluster) testAutoscalingLoop(t *testing.T) {
 	c.waitReady(t, name, int(want))
 	t.Logf("scaled up: %d replicas Running", want)
 	c.checkDashboard(t, name)
+	c.checkAdapterRule(t, name, sessions)
 
 	// The drain-safe scale-down removes at most one pod per period (15 s
 	// here) counted from the last scale: wait until the scale-up is a full
@@ -357,6 +359,42 @@ func (c *cluster) checkDashboard(t *testing.T, name string) {
 			}
 		}
 		return len(missing) == 0, fmt.Errorf("no data for %v", missing)
+	})
+}
+
+// checkAdapterRule runs the shipped prometheus-adapter rule's metricsQuery,
+// expanded the way the adapter expands it for a Pods metric of the fleet's
+// pods, against the real Prometheus: the per-pod values must add up to the
+// sessions (prometheus-adapter itself cannot be built here).
+func (c *cluster) checkAdapterRule(t *testing.T, name string, sessions int) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "..", "charts", "playhouse", "files", "prometheus-adapter-rules.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct {
+		Rules []struct {
+			MetricsQuery string `json:"metricsQuery"`
+			Name         struct {
+				As string `json:"as"`
+			} `json:"name"`
+		} `json:"rules"`
+	}
+	if err := sigsyaml.Unmarshal(data, &f); err != nil || len(f.Rules) != 1 {
+		t.Fatalf("adapter rules: %v (%d rules)", err, len(f.Rules))
+	}
+	q := strings.NewReplacer("<<.GroupBy>>", "namespace,pod", "<<.Series>>", f.Rules[0].Name.As,
+		"<<.LabelMatchers>>", fmt.Sprintf(`namespace=%q,pod=~%q`, gamesNS, name+"-.*")).Replace(f.Rules[0].MetricsQuery)
+	waitFor(t, convergeTimeout, "the adapter rule's query to serve the sessions per pod: "+q, func() (bool, error) {
+		v, err := c.promQuery(q)
+		if err != nil {
+			t.Fatalf("adapter rule query %s is invalid: %v", q, err)
+		}
+		sum := 0.0
+		for _, x := range v {
+			sum += x
+		}
+		return sum == float64(sessions), fmt.Errorf("%v", v)
 	})
 }
 
