@@ -68,7 +68,18 @@ test-deps: ## Install the test tools that are not Go modules (Debian's chromium 
 .PHONY: test
 test: fmt-check vet check-generated test-deps helm ## Install what the tests need, run the allocation tests without the race detector, then every test with it.
 	go test -count=1 -run 'ZeroAlloc|BoundedAlloc' ./pkg/...
-	HELM="$(HELM)" KUBEBUILDER_ASSETS="$$(hack/envtest-bins.sh)" go test $(GO_TEST_FLAGS) $(PKGS)
+	HELM="$(HELM)" KUBEBUILDER_ASSETS="$$(hack/envtest-bins.sh)" PROMTOOL="$$(hack/e2e-bins.sh promtool)/promtool" go test $(GO_TEST_FLAGS) $(PKGS)
+
+.PHONY: e2e-bins
+e2e-bins: ## Build (once) and cache the fuller control plane: kube-controller-manager, kube-scheduler, kwok, Prometheus, KEDA.
+	hack/e2e-bins.sh
+
+E2E_TIMEOUT ?= 30m
+
+.PHONY: e2e
+e2e: helm build ## Run the end-to-end suite on a fuller control plane (root: it makes a network namespace; first run builds ~30 min of binaries).
+	HELM="$(HELM)" KUBEBUILDER_ASSETS="$$(hack/envtest-bins.sh)" E2E_BINS="$$(hack/e2e-bins.sh)" PLAYHOUSE_BIN="$(LOCALBIN)" \
+		go test -count=1 -timeout $(E2E_TIMEOUT) -tags e2e -v -run 'TestE2E' ./test/e2e/
 
 .PHONY: test-short
 test-short: ## Run the tests without the race detector and without envtest.

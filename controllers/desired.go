@@ -17,6 +17,7 @@ import (
 
 	playhousev1alpha1 "github.com/playhouse-k8s/playhouse/api/v1alpha1"
 	"github.com/playhouse-k8s/playhouse/pkg/config"
+	"github.com/playhouse-k8s/playhouse/pkg/metrics"
 )
 
 // The ServiceMonitor kind of the Prometheus operator, handled as unstructured
@@ -32,8 +33,9 @@ const (
 
 // Names of the sessions metric and the HPA's default target.
 const (
-	// SessionsMetric is the per-pod gauge the HorizontalPodAutoscaler scales on.
-	SessionsMetric = "playhouse_sessions_active"
+	// SessionsMetric is the per-pod gauge the autoscalers scale on (the
+	// session engine's metrics.SessionsActive: one name for both sides).
+	SessionsMetric = metrics.SessionsActive
 	// defaultTargetSessionsFraction is the target average sessions per pod, as
 	// a fraction of limits.maxConnections, when the spec does not name one.
 	defaultTargetSessionsFraction = 0.8
@@ -364,19 +366,20 @@ func desiredMetricsService(phs *playhousev1alpha1.PlayHouseServer) *corev1.Servi
 }
 
 // desiredHPA builds the autoscaling/v2 HorizontalPodAutoscaler on the
-// per-pod sessions gauge, or nil when autoscaling is off.
+// per-pod sessions gauge, or nil when autoscaling is off or its provider is
+// not hpa (KEDA creates its own HPA from the ScaledObject).
 func desiredHPA(phs *playhousev1alpha1.PlayHouseServer) (*autoscalingv2.HorizontalPodAutoscaler, error) {
 	a := &phs.Spec.Autoscaling
-	if !a.Enabled {
+	if !a.Enabled || autoscalingProvider(phs) != playhousev1alpha1.AutoscalingProviderHPA {
 		return nil, nil
 	}
 	cfg, err := renderConfig(phs)
 	if err != nil {
 		return nil, err
 	}
-	target := int64(a.TargetSessionsPerPod)
-	if target <= 0 {
-		target = max(1, int64(float64(cfg.Limits.MaxConnections)*defaultTargetSessionsFraction))
+	target, err := targetSessionsPerPod(phs)
+	if err != nil {
+		return nil, err
 	}
 	minReplicas := ptr.Deref(a.MinReplicas, 1)
 	maxReplicas := max(a.MaxReplicas, minReplicas)

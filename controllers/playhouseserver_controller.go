@@ -346,11 +346,8 @@ func (r *PlayHouseServerReconciler) reconcileChildren(ctx context.Context, phs *
 	}
 	obs.deployment = dep
 
-	if ds.hpa != nil {
-		err = r.apply(ctx, phs, ds.hpa, nil)
-	} else {
-		err = r.deleteOwned(ctx, phs, &autoscalingv2.HorizontalPodAutoscaler{}, phs.Name)
-	}
+	as, err := r.reconcileAutoscaler(ctx, phs, ds.hpa)
+	obs.autoscaler = as
 	if err != nil {
 		return fail(err)
 	}

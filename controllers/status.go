@@ -40,6 +40,9 @@ type observation struct {
 	// serviceMonitorSkipped is set when monitoring asks for a ServiceMonitor
 	// but the cluster does not serve the kind.
 	serviceMonitorSkipped bool
+	// autoscaler is what the pass saw of the fleet's autoscaler (nil: not
+	// reached, or autoscaling disabled).
+	autoscaler *autoscalerObservation
 }
 
 // stall is why a fleet cannot converge without someone acting.
@@ -102,6 +105,7 @@ func computeStatus(phs *playhousev1alpha1.PlayHouseServer, obs *observation) pla
 		})
 	}
 	stuck := obs.stalled()
+	setAutoscalingCondition(&st.Conditions, phs, obs.autoscaler)
 
 	switch {
 	case stuck != nil:

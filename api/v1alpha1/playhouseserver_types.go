@@ -22,6 +22,11 @@ const (
 	ConditionProgressing = "Progressing"
 	// ConditionDegraded is True when the operator cannot converge the fleet.
 	ConditionDegraded = "Degraded"
+	// ConditionAutoscalingActive is True when the fleet's autoscaler can
+	// compute a scale (the HorizontalPodAutoscaler's ScalingActive, or the
+	// KEDA ScaledObject's Ready), not merely when it was applied. Absent
+	// while autoscaling is disabled.
+	ConditionAutoscalingActive = "AutoscalingActive"
 )
 
 // Values of AuthSpec.Mode.
@@ -542,16 +547,42 @@ type ServiceSpec struct {
 	LoadBalancerSourceRanges []string `json:"loadBalancerSourceRanges,omitempty"`
 }
 
+// Values of AutoscalingSpec.Provider.
+const (
+	// AutoscalingProviderHPA scales with a HorizontalPodAutoscaler on the
+	// Pods metric playhouse_sessions_active, served by a custom-metrics
+	// adapter (prometheus-adapter with the rule the chart ships).
+	AutoscalingProviderHPA = "hpa"
+	// AutoscalingProviderKEDA scales with a KEDA ScaledObject whose
+	// prometheus trigger sums the fleet's playhouse_sessions_active.
+	AutoscalingProviderKEDA = "keda"
+)
+
 // AutoscalingSpec scales the fleet on the pods' live sessions
-// (playhouse_sessions_active) with a HorizontalPodAutoscaler.
+// (playhouse_sessions_active) with a HorizontalPodAutoscaler, or with a KEDA
+// ScaledObject (provider keda) that queries Prometheus.
+// +kubebuilder:validation:XValidation:rule="!self.enabled || !has(self.provider) || self.provider != 'keda' || (has(self.prometheus) && has(self.prometheus.serverAddress))",message="prometheus.serverAddress is required when the provider is keda",fieldPath=".prometheus"
 // +kubebuilder:validation:XValidation:rule="!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",message="minReplicas must not be greater than maxReplicas",fieldPath=".minReplicas"
 // +kubebuilder:validation:XValidation:rule="!self.enabled || (has(self.maxReplicas) && self.maxReplicas >= 1)",message="maxReplicas must be at least 1 when autoscaling is enabled",fieldPath=".maxReplicas"
 // +kubebuilder:validation:XValidation:rule="!self.enabled || (has(self.targetSessionsPerPod) && self.targetSessionsPerPod >= 1)",message="targetSessionsPerPod must be at least 1 when autoscaling is enabled",fieldPath=".targetSessionsPerPod"
 // +kubebuilder:validation:XValidation:rule="!has(self.scaleDownStabilizationSeconds) || !has(self.behavior) || !has(self.behavior.scaleDown)",message="set scaleDownStabilizationSeconds or behavior.scaleDown, not both",fieldPath=".scaleDownStabilizationSeconds"
 type AutoscalingSpec struct {
-	// Enabled creates the HorizontalPodAutoscaler; spec.replicas is then ignored.
+	// Enabled creates the autoscaler; spec.replicas is then ignored.
 	// +optional
 	Enabled bool `json:"enabled,omitempty"`
+
+	// Provider is the autoscaler: hpa (a HorizontalPodAutoscaler on the Pods
+	// metric playhouse_sessions_active, for clusters with a custom-metrics
+	// adapter) or keda (a KEDA ScaledObject with a prometheus trigger on the
+	// fleet's sessions; needs KEDA installed and prometheus.serverAddress).
+	// +optional
+	// +kubebuilder:default=hpa
+	// +kubebuilder:validation:Enum=hpa;keda
+	Provider string `json:"provider,omitempty"`
+
+	// Prometheus is where the keda provider reads the sessions from.
+	// +optional
+	Prometheus *AutoscalingPrometheusSpec `json:"prometheus,omitempty"`
 
 	// MinReplicas is the lower bound of the pod count (default 1).
 	// +optional
@@ -588,6 +619,19 @@ type AutoscalingSpec struct {
 	// the autoscaler's default.
 	// +optional
 	Behavior *autoscalingv2.HorizontalPodAutoscalerBehavior `json:"behavior,omitempty"`
+}
+
+// AutoscalingPrometheusSpec is the Prometheus server the keda provider's
+// trigger queries for sum(playhouse_sessions_active) over the fleet's pods
+// (series labelled namespace and pod, as a ServiceMonitor or PodMonitor
+// scrape labels them).
+type AutoscalingPrometheusSpec struct {
+	// ServerAddress is the Prometheus base URL, for example
+	// http://prometheus-operated.monitoring.svc:9090.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:Pattern=`^https?://[^\s]+$`
+	ServerAddress string `json:"serverAddress"`
 }
 
 // DisruptionBudgetSpec creates a PodDisruptionBudget for the fleet. At most

@@ -133,6 +133,9 @@ func TestMetricsEndpoint(t *testing.T) {
 	if got := value(fams, "playhouse_draining", nil); got != 0 {
 		t.Errorf("draining = %v", got)
 	}
+	if got := value(fams, "playhouse_max_connections", nil); got != float64(c.Limits.MaxConnections) {
+		t.Errorf("max_connections = %v, want %d", got, c.Limits.MaxConnections)
+	}
 	if value(fams, "go_goroutines", nil) <= 0 || value(fams, "process_open_fds", nil) <= 0 {
 		t.Error("Go runtime or process collector missing")
 	}

@@ -98,6 +98,7 @@ func New(opts Options) (*Server, error) {
 	met.Attach(mgr, mgr.Draining, s.certExpiry)
 	met.AttachBudget(budget)
 	met.AttachOpenConnections(s.OpenConnections)
+	met.AttachLimits(mgr.Options().MaxConnections)
 	return s, nil
 }
 

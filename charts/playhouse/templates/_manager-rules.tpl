@@ -66,6 +66,17 @@ watched namespace.
   - create
   - patch
 - apiGroups:
+  - keda.sh
+  resources:
+  - scaledobjects
+  verbs:
+  - create
+  - delete
+  - get
+  - list
+  - patch
+  - watch
+- apiGroups:
   - monitoring.coreos.com
   resources:
   - servicemonitors
