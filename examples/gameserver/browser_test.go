@@ -8,29 +8,11 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"testing"
 	"time"
-)
 
-// chromium finds the browser: $CHROMIUM, then the Debian package's binary
-// (the same policy as test/e2e: skipped only with -short).
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, c := range []string{os.Getenv("CHROMIUM"), "chromium", "chromium-browser"} {
-		if c == "" {
-			continue
-		}
-		if p, err := exec.LookPath(c); err == nil {
-			return p
-		}
-	}
-	if testing.Short() {
-		t.Skip("no chromium (make test installs it)")
-	}
-	t.Fatal("chromium not found: run `make test-deps` (installs Debian's chromium) or set CHROMIUM")
-	return ""
-}
+	"github.com/playhouse-k8s/playhouse/internal/testutil"
+)
 
 // packet is one packet the page received.
 type packet struct {
@@ -52,7 +34,7 @@ type roomsResult struct {
 // browser is told to accept): both join a room, one chats, the other gets
 // the push.
 func TestBrowserRooms(t *testing.T) {
-	browser := chromium(t)
+	testutil.Chromium(t) // fail (or skip under -short) before starting anything
 	g := startTest(t)
 	page, err := os.ReadFile("testdata/rooms.html")
 	if err != nil {
@@ -85,19 +67,7 @@ func TestBrowserRooms(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	q := url.Values{"ws": {"ws://" + g.httpAddr.String() + "/ws"}, "wss": {"wss://" + g.httpsAddr.String() + "/ws"}}
-	cmd := exec.CommandContext(ctx, browser,
-		"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-		"--disable-background-networking", "--disable-component-update", "--disable-sync",
-		"--disable-extensions", "--ignore-certificate-errors", "--user-data-dir="+t.TempDir(),
-		"http://"+ln.Addr().String()+"/test.html?"+q.Encode())
-	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	}()
+	testutil.StartHeadless(t, ctx, "http://"+ln.Addr().String()+"/test.html?"+q.Encode(), "--ignore-certificate-errors")
 
 	var res roomsResult
 	select {

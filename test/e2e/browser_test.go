@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -22,24 +21,6 @@ import (
 	"github.com/playhouse-k8s/playhouse/pkg/session"
 	"github.com/playhouse-k8s/playhouse/pkg/transport"
 )
-
-// chromium finds the browser: $CHROMIUM, then the Debian package's binary.
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, c := range []string{os.Getenv("CHROMIUM"), "chromium", "chromium-browser"} {
-		if c == "" {
-			continue
-		}
-		if p, err := exec.LookPath(c); err == nil {
-			return p
-		}
-	}
-	if testing.Short() {
-		t.Skip("no chromium (make test installs it)")
-	}
-	t.Fatal("chromium not found: run `make test-deps` (installs Debian's chromium) or set CHROMIUM")
-	return ""
-}
 
 type reply struct {
 	Len        int    `json:"len"`
@@ -63,7 +44,7 @@ type browserResult struct {
 // authentication, request/reply, one-way echo, and a text message that must
 // close with 1003) and posts what it saw back to the test.
 func TestBrowserWebSocketClient(t *testing.T) {
-	browser := chromium(t)
+	testutil.Chromium(t) // fail (or skip under -short) before starting anything
 	c := config.Default()
 	c.Transports.TCP.Enabled = false
 	c.Transports.WebSocket.Port = 0
@@ -110,18 +91,7 @@ func TestBrowserWebSocketClient(t *testing.T) {
 
 	wsURL := "ws://" + srv.Addr(transport.KindWebSocket).String() + "/ws"
 	pageURL := "http://" + ln.Addr().String() + "/test.html?ws=" + url.QueryEscape(wsURL)
-	cmd := exec.CommandContext(ctx, browser,
-		"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-		"--disable-background-networking", "--disable-component-update", "--disable-sync",
-		"--disable-extensions", "--user-data-dir="+t.TempDir(), pageURL)
-	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	}()
+	testutil.StartHeadless(t, ctx, pageURL)
 
 	var res browserResult
 	select {
