@@ -118,23 +118,10 @@ func desiredScaledObject(phs *playhousev1alpha1.PlayHouseServer) (*unstructured.
 	for k, v := range commonLabels(phs.Name) {
 		lbls[k] = v
 	}
-	ref := ownerRef(phs)
 	return &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": KEDAGroup + "/" + scaledObjectVersion,
 		"kind":       ScaledObjectKind,
-		"metadata": map[string]any{
-			"name":      phs.Name,
-			"namespace": phs.Namespace,
-			"labels":    lbls,
-			"ownerReferences": []any{map[string]any{
-				"apiVersion":         ref.APIVersion,
-				"kind":               ref.Kind,
-				"name":               ref.Name,
-				"uid":                string(ref.UID),
-				"controller":         true,
-				"blockOwnerDeletion": true,
-			}},
-		},
+		"metadata":   unstructuredChildMeta(phs, lbls),
 		"spec": map[string]any{
 			"scaleTargetRef":  map[string]any{"apiVersion": "apps/v1", "kind": "Deployment", "name": phs.Name},
 			"minReplicaCount": int64(minReplicas),

@@ -68,6 +68,26 @@ func clientPorts(c *config.Config) []clientPort {
 }
 
 // ownerRef is the controller owner reference every child carries.
+// unstructuredChildMeta is the metadata of a child built as unstructured
+// (ServiceMonitor, ScaledObject): named after the CR, in its namespace, with
+// labels and the CR as controller.
+func unstructuredChildMeta(phs *playhousev1alpha1.PlayHouseServer, labels map[string]any) map[string]any {
+	ref := ownerRef(phs)
+	return map[string]any{
+		"name":      phs.Name,
+		"namespace": phs.Namespace,
+		"labels":    labels,
+		"ownerReferences": []any{map[string]any{
+			"apiVersion":         ref.APIVersion,
+			"kind":               ref.Kind,
+			"name":               ref.Name,
+			"uid":                string(ref.UID),
+			"controller":         true,
+			"blockOwnerDeletion": true,
+		}},
+	}
+}
+
 func ownerRef(phs *playhousev1alpha1.PlayHouseServer) metav1.OwnerReference {
 	return *metav1.NewControllerRef(phs, playhousev1alpha1.GroupVersion.WithKind("PlayHouseServer"))
 }
@@ -453,23 +473,10 @@ func desiredServiceMonitor(phs *playhousev1alpha1.PlayHouseServer) *unstructured
 		sel[k] = v
 	}
 	sel[LabelComponent] = "metrics"
-	ref := ownerRef(phs)
 	u := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": MonitoringGroup + "/" + serviceMonitorVersion,
 		"kind":       ServiceMonitorKind,
-		"metadata": map[string]any{
-			"name":      phs.Name,
-			"namespace": phs.Namespace,
-			"labels":    lbls,
-			"ownerReferences": []any{map[string]any{
-				"apiVersion":         ref.APIVersion,
-				"kind":               ref.Kind,
-				"name":               ref.Name,
-				"uid":                string(ref.UID),
-				"controller":         true,
-				"blockOwnerDeletion": true,
-			}},
-		},
+		"metadata":   unstructuredChildMeta(phs, lbls),
 		"spec": map[string]any{
 			"selector":  map[string]any{"matchLabels": sel},
 			"endpoints": []any{endpoint},
