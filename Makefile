@@ -77,7 +77,7 @@ e2e-bins: ## Build (once) and cache the fuller control plane: kube-controller-ma
 E2E_TIMEOUT ?= 30m
 
 .PHONY: e2e
-e2e: helm build ## Run the end-to-end suite on a fuller control plane (root: it makes a network namespace; first run builds ~30 min of binaries).
+e2e: test-deps helm build ## Run the end-to-end suite on a fuller control plane (root: it makes a network namespace; first run builds ~30 min of binaries).
 	HELM="$(HELM)" KUBEBUILDER_ASSETS="$$(hack/envtest-bins.sh)" E2E_BINS="$$(hack/e2e-bins.sh)" PLAYHOUSE_BIN="$(LOCALBIN)" \
 		go test -count=1 -timeout $(E2E_TIMEOUT) -tags e2e -v -run 'TestE2E' ./test/e2e/
 
