@@ -34,6 +34,7 @@ type Manager struct {
 	idle     chan struct{} // closed when live drops to 0; replaced when it rises
 	authFail authFailures  // per-IP failed authentications (see authFailed)
 
+	names      nameTable
 	compPool   sync.Pool
 	decompPool sync.Pool // *[]byte buffers for LZ4 request payloads
 	stats      stats
@@ -560,4 +561,55 @@ func (m *Manager) Stats() Stats {
 		}
 	}
 	return st
+}
+
+// nameTable interns message names for every session of a manager. Readers
+// look names up without a lock in an immutable map; a new name copies the
+// map (copy-on-write), so the table costs one map per manager instead of one
+// per session. It holds at most maxInterned names.
+type nameTable struct {
+	mu    sync.Mutex
+	table atomic.Pointer[map[string]names]
+}
+
+// intern returns the table's strings for b and its reply name, adding them
+// while the table has room.
+func (t *nameTable) intern(b []byte) names {
+	if tab := t.table.Load(); tab != nil {
+		if n, ok := (*tab)[string(b)]; ok {
+			return n
+		}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	old := t.table.Load()
+	if old != nil {
+		if n, ok := (*old)[string(b)]; ok {
+			return n
+		}
+	}
+	id := string(b)
+	n := names{id: id, reply: protocol.ReplyMsgID(id)}
+	if old != nil && len(*old) >= maxInterned {
+		return n
+	}
+	next := make(map[string]names, 1+mapLen(old))
+	if old != nil {
+		for k, v := range *old {
+			next[k] = v
+		}
+	}
+	next[id] = n
+	t.table.Store(&next)
+	return n
+}
+
+// size reports how many names the table holds.
+func (t *nameTable) size() int { return mapLen(t.table.Load()) }
+
+func mapLen(m *map[string]names) int {
+	if m == nil {
+		return 0
+	}
+	return len(*m)
 }

@@ -29,9 +29,10 @@ const (
 	DrainMsgID = "@Drain@"
 )
 
-// maxInterned bounds the per-session table of message names, so a client
-// sending random names cannot grow it.
-const maxInterned = 64
+// maxInterned bounds the manager's table of message names (shared by every
+// session), so clients sending random names cannot grow it: once full, a
+// name not in it costs an allocation per packet, as it would without a table.
+const maxInterned = 1024
 
 // ErrSessionClosed is returned when sending on a closed session.
 var ErrSessionClosed = errors.New("session closed")
@@ -78,7 +79,6 @@ type Session struct {
 	limiter        *rate.Limiter // packets
 	byteLimiter    *rate.Limiter // inbound bytes
 	pkt            Packet
-	names          map[string]names
 }
 
 type names struct{ id, reply string }
@@ -875,18 +875,5 @@ func (s *Session) protocolViolation(reason CloseReason, err error) {
 }
 
 // intern returns stable strings for a message name and its reply name,
-// without allocating for names already seen on this session.
-func (s *Session) intern(b []byte) names {
-	if n, ok := s.names[string(b)]; ok {
-		return n
-	}
-	id := string(b)
-	n := names{id: id, reply: protocol.ReplyMsgID(id)}
-	if s.names == nil {
-		s.names = make(map[string]names, 8)
-	}
-	if len(s.names) < maxInterned {
-		s.names[id] = n
-	}
-	return n
-}
+// without allocating for names already in the manager's table.
+func (s *Session) intern(b []byte) names { return s.m.names.intern(b) }
