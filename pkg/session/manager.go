@@ -241,16 +241,42 @@ func (m *Manager) CountReject(r RejectReason) {
 // it in the connection's goroutine. adm may be nil when the caller did not
 // call Admit (the limits are then checked here).
 func (m *Manager) Serve(c transport.Conn, adm *Admission) {
-	if adm == nil {
-		var err error
-		if adm, err = m.Admit(c.RemoteAddr()); err != nil {
-			m.opts.Logger.Debug("connection refused", "remote", c.RemoteAddr().String(), "err", err)
-			c.Close()
-			return
-		}
+	if adm = m.admitted(c, adm); adm != nil {
+		m.enter()
+		m.serve(c, adm)
 	}
+}
+
+// Go is Serve on a fresh goroutine: it returns at once. The session's
+// reader then parks on a small stack of its own instead of under the
+// caller's accept, handshake or HTTP frames, which would pin a larger stack
+// for the session's life. Wait and CloseAll count the session from the
+// moment Go returns.
+func (m *Manager) Go(c transport.Conn, adm *Admission) {
+	if adm = m.admitted(c, adm); adm != nil {
+		m.enter()
+		go m.serve(c, adm)
+	}
+}
+
+// admitted returns adm, or a fresh admission for c when adm is nil; on a
+// refusal it closes c and returns nil.
+func (m *Manager) admitted(c transport.Conn, adm *Admission) *Admission {
+	if adm != nil {
+		return adm
+	}
+	adm, err := m.Admit(c.RemoteAddr())
+	if err != nil {
+		m.opts.Logger.Debug("connection refused", "remote", c.RemoteAddr().String(), "err", err)
+		c.Close()
+		return nil
+	}
+	return adm
+}
+
+// serve runs a session counted by enter, then releases adm.
+func (m *Manager) serve(c transport.Conn, adm *Admission) {
 	defer adm.Release()
-	m.enter()
 	defer m.leave()
 	s := m.newSession(c)
 	s.ks.accepted.Add(1)

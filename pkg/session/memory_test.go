@@ -167,7 +167,7 @@ func startMemServer(tb testing.TB, kind string) *memServer {
 		go func() {
 			defer wg.Done()
 			_ = transport.Serve(ctx, ln, transport.AcceptOptions{Logger: quietLogger()}, func(c net.Conn) {
-				mgr.Serve(transport.NewStreamConn(c, transport.KindTCP, mgr.Options().MaxPacketSize), nil)
+				mgr.Go(transport.NewStreamConn(c, transport.KindTCP, mgr.Options().MaxPacketSize), nil)
 			})
 		}()
 		ms.open = func(tb testing.TB, addr string, i int) net.Conn {
@@ -179,7 +179,7 @@ func startMemServer(tb testing.TB, kind string) *memServer {
 		ms.burst = streamBurst
 	case "ws":
 		wh, err := transport.NewWebSocketHandler(transport.WebSocketOptions{Accept: func(*http.Request) (func(transport.Conn), func(), error) {
-			return func(c transport.Conn) { mgr.Serve(c, nil) }, func() {}, nil
+			return func(c transport.Conn) { mgr.Go(c, nil) }, func() {}, nil
 		}})
 		if err != nil {
 			tb.Fatal(err)
