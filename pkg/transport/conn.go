@@ -89,7 +89,16 @@ type StreamOptions struct {
 	// idle size (partly received frames); a read that would pass it fails
 	// with an error wrapping protocol.ErrBudgetExceeded.
 	Budget *protocol.Budget
+	// ReadBuffers lends the 4 KiB read buffers a connection borrows while
+	// bytes are buffered (nil: one pool shared by the process's stream
+	// connections, see sharedReadBuffers).
+	ReadBuffers *protocol.BufferPool
 }
+
+// sharedReadBuffers is the read-buffer pool of stream connections that name
+// none. It is a cache of free 4 KiB buffers (at most
+// protocol.DefaultPooledReadBuffers), not state any connection depends on.
+var sharedReadBuffers = protocol.NewBufferPool(0)
 
 // NewStreamConn frames a byte-stream connection: frames are read with a
 // protocol.FrameReader bounded by maxPacketSize and written as they are.
@@ -101,6 +110,10 @@ func NewStreamConn(c net.Conn, kind Kind, maxPacketSize int) Conn {
 func NewStreamConnWith(c net.Conn, kind Kind, opts StreamOptions) Conn {
 	fr := protocol.NewFrameReader(c, opts.MaxPacketSize)
 	fr.SetBudget(opts.Budget)
+	if opts.ReadBuffers == nil {
+		opts.ReadBuffers = sharedReadBuffers
+	}
+	fr.SetBufferPool(opts.ReadBuffers)
 	return &streamConn{Conn: c, w: progressWriter{c: c}, fr: fr, kind: kind}
 }
 
