@@ -15,6 +15,9 @@ type BufferPool struct {
 	max  int
 }
 
+// PooledBufferSize is the size of a BufferPool's buffers.
+const PooledBufferSize = initialReadBuffer
+
 // DefaultPooledReadBuffers is how many free buffers a pool from
 // NewBufferPool(0) keeps (1 MiB).
 const DefaultPooledReadBuffers = 256

@@ -35,3 +35,22 @@ func TestNameTableSharedAndBounded(t *testing.T) {
 		t.Fatal("known name lost")
 	}
 }
+
+// An idle authenticated session keeps no writer goroutine and no outbound
+// buffer once its answers are written; the next request still gets its
+// answer, in order.
+func TestIdleSessionHoldsNoWriter(t *testing.T) {
+	h, _ := newHarness(t, Options{})
+	rc := h.dial()
+	s := h.auth(rc, "idle")
+	waitFor(t, "writer gone after the auth reply", func() bool { return !s.out.Running() && s.out.Retained() == 0 })
+	for i := range 3 {
+		rc.send("EchoRequest", uint16(10+i), 0, []byte{byte(i)})
+	}
+	for i := range 3 {
+		if r := rc.read(); r.MsgSeq != uint16(10+i) || r.Payload[0] != byte(i) {
+			t.Fatalf("answer %d: %+v", i, r)
+		}
+	}
+	waitFor(t, "writer gone after the echoes", func() bool { return !s.out.Running() && s.out.Retained() == 0 })
+}

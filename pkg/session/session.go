@@ -369,8 +369,8 @@ func (c countingConn) WriteFrames(b []byte) error {
 	return nil
 }
 
-// run is the session's life: writer goroutine, reader loop, lingering close,
-// then teardown.
+// run is the session's life: writer, reader loop, lingering close, then
+// teardown.
 func (s *Session) run() {
 	m := s.m
 	log := m.opts.Logger
@@ -392,7 +392,7 @@ func (s *Session) run() {
 	}
 	s.ks.active.Add(1)
 	writerDone := make(chan struct{})
-	go s.write(writerDone)
+	s.startWriting(writerDone)
 	s.authTimer = time.AfterFunc(m.opts.AuthTimeout, s.authExpired)
 	m.register(s)
 	s.watchLiveness()
@@ -429,16 +429,26 @@ func (s *Session) authExpired() {
 	}
 }
 
-// write is the writer goroutine: application traffic until the close point,
-// then the lingering close's answers, then the half-close.
-func (s *Session) write(done chan<- struct{}) {
-	defer close(done)
+// startWriting lets the writer run: application traffic until the close
+// point, then the lingering close's answers, then the half-close. A writer
+// goroutine runs only while frames are queued (see transport.Outbox); done
+// is closed once the half-close is sent or the writing failed.
+func (s *Session) startWriting(done chan<- struct{}) {
 	wt := s.m.opts.WriteTimeout
 	cc := countingConn{Conn: s.conn, s: s}
-	err := s.out.Run(cc, wt)
-	if err == nil && !s.aborted.Load() {
-		err = s.tail.Run(cc, wt)
-	}
+	s.out.Start(cc, wt, func(err error) {
+		if err == nil && !s.aborted.Load() {
+			s.tail.Start(cc, wt, func(err error) { s.writingEnded(err, done) })
+			return
+		}
+		s.writingEnded(err, done)
+	})
+}
+
+// writingEnded runs on the last writer goroutine: it maps a write error to
+// the session's close, or half-closes the connection after the last answer.
+func (s *Session) writingEnded(err error, done chan<- struct{}) {
+	defer close(done)
 	switch {
 	case errors.Is(err, transport.ErrSlowConsumer):
 		s.abort(SlowConsumer, err)

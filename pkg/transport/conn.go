@@ -91,14 +91,15 @@ type StreamOptions struct {
 	Budget *protocol.Budget
 	// ReadBuffers lends the 4 KiB read buffers a connection borrows while
 	// bytes are buffered (nil: one pool shared by the process's stream
-	// connections, see sharedReadBuffers).
+	// connections, see sharedBuffers).
 	ReadBuffers *protocol.BufferPool
 }
 
-// sharedReadBuffers is the read-buffer pool of stream connections that name
-// none. It is a cache of free 4 KiB buffers (at most
-// protocol.DefaultPooledReadBuffers), not state any connection depends on.
-var sharedReadBuffers = protocol.NewBufferPool(0)
+// sharedBuffers lends 4 KiB buffers to stream connections that name no pool
+// (read buffers) and to every Outbox (queue buffers). It is a cache of free
+// buffers (at most protocol.DefaultPooledReadBuffers), not state any
+// connection depends on.
+var sharedBuffers = protocol.NewBufferPool(0)
 
 // NewStreamConn frames a byte-stream connection: frames are read with a
 // protocol.FrameReader bounded by maxPacketSize and written as they are.
@@ -111,7 +112,7 @@ func NewStreamConnWith(c net.Conn, kind Kind, opts StreamOptions) Conn {
 	fr := protocol.NewFrameReader(c, opts.MaxPacketSize)
 	fr.SetBudget(opts.Budget)
 	if opts.ReadBuffers == nil {
-		opts.ReadBuffers = sharedReadBuffers
+		opts.ReadBuffers = sharedBuffers
 	}
 	fr.SetBufferPool(opts.ReadBuffers)
 	return &streamConn{Conn: c, w: progressWriter{c: c}, fr: fr, kind: kind}
