@@ -12,6 +12,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -82,6 +83,12 @@ func measureIdle(tb testing.TB, kind string, n int, burst bool) float64 {
 	}
 	testutil.WaitFor(tb, fmt.Sprintf("%d idle sessions", n), func() bool { return srv.ready(n) })
 	used := inUse()
+	if f := os.Getenv("PLAYHOUSE_MEM_PROFILE"); f != "" {
+		if out, err := os.Create(f + "." + kind); err == nil {
+			_ = pprof.WriteHeapProfile(out)
+			out.Close()
+		}
+	}
 	runtime.KeepAlive(conns)
 	return float64(int64(used)-int64(base)) / float64(n)
 }

@@ -605,7 +605,11 @@ func (s *Session) readLoop() (inputOK bool) {
 			s.answerClosed(body)
 			return true
 		}
-		if !s.dispatch(body) || s.isClosing() {
+		ok := s.dispatch(body)
+		// The packet's payload points into the read buffer: drop it, so an
+		// idle session does not keep a large frame's buffer alive.
+		s.pkt.Payload = nil
+		if !ok || s.isClosing() {
 			return true
 		}
 	}
