@@ -42,12 +42,19 @@ func memSessions() int {
 
 // inUse is Go heap plus stacks in use after a forced GC.
 func inUse() uint64 {
-	runtime.GC()
-	runtime.GC()
+	heap, stack := inUseSplit()
+	return heap + stack
+}
+
+// inUseSplit is Go heap and stacks in use after a forced GC.
+func inUseSplit() (heap, stack uint64) {
+	for range 4 { // each cycle halves a stack that is mostly unused
+		runtime.GC()
+	}
 	debug.FreeOSMemory()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	return ms.HeapInuse + ms.StackInuse
+	return ms.HeapInuse, ms.StackInuse
 }
 
 // memServer is a server under measurement: its address, how to dial and
@@ -64,8 +71,14 @@ type memServer struct {
 // ("raw", "tcp", "ws") and returns heap+stack bytes per session. With burst,
 // every client first exchanges a burst of traffic that then passes.
 func measureIdle(tb testing.TB, kind string, n int, burst bool) float64 {
+	heap, stack := measureIdleSplit(tb, kind, n, burst)
+	return heap + stack
+}
+
+// measureIdleSplit is measureIdle with heap and stack bytes apart.
+func measureIdleSplit(tb testing.TB, kind string, n int, burst bool) (heap, stack float64) {
 	tb.Helper()
-	base := inUse()
+	baseHeap, baseStack := inUseSplit()
 	srv := startMemServer(tb, kind)
 	conns := make([]net.Conn, 0, n)
 	defer func() {
@@ -82,7 +95,7 @@ func measureIdle(tb testing.TB, kind string, n int, burst bool) float64 {
 		}
 	}
 	testutil.WaitFor(tb, fmt.Sprintf("%d idle sessions", n), func() bool { return srv.ready(n) })
-	used := inUse()
+	usedHeap, usedStack := inUseSplit()
 	if f := os.Getenv("PLAYHOUSE_MEM_PROFILE"); f != "" {
 		if out, err := os.Create(f + "." + kind); err == nil {
 			_ = pprof.WriteHeapProfile(out)
@@ -90,7 +103,7 @@ func measureIdle(tb testing.TB, kind string, n int, burst bool) float64 {
 		}
 	}
 	runtime.KeepAlive(conns)
-	return float64(int64(used)-int64(base)) / float64(n)
+	return float64(int64(usedHeap)-int64(baseHeap)) / float64(n), float64(int64(usedStack)-int64(baseStack)) / float64(n)
 }
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -412,11 +425,13 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 				name += "-burst"
 			}
 			b.Run(name, func(b *testing.B) {
-				var per float64
+				var heap, stack float64
 				for b.Loop() {
-					per = measureIdle(b, kind, n, burst)
+					heap, stack = measureIdleSplit(b, kind, n, burst)
 				}
-				b.ReportMetric(per, "B/session")
+				b.ReportMetric(heap+stack, "B/session")
+				b.ReportMetric(heap, "heap-B/session")
+				b.ReportMetric(stack, "stack-B/session")
 			})
 		}
 	}

@@ -372,8 +372,23 @@ func (c countingConn) WriteFrames(b []byte) error {
 // run is the session's life: writer, reader loop, lingering close, then
 // teardown.
 func (s *Session) run() {
+	writerDone, ok := s.open()
+	if !ok {
+		return
+	}
+	// Only run and readLoop are on the stack while the reader waits: open
+	// and teardown keep their frames (handler calls, log arguments) off it,
+	// so the garbage collector can shrink an idle session's stack.
+	inputOK := s.readLoop()
+	s.teardown(inputOK, writerDone)
+}
+
+// open runs OnConnect, starts the writer and registers the session. It
+// reports false when the session ends at once (refused or panicked).
+//
+//go:noinline
+func (s *Session) open() (writerDone chan struct{}, ok bool) {
 	m := s.m
-	log := m.opts.Logger
 	// Before authentication frames are bounded by PreAuthMaxPacketSize.
 	s.conn.SetReadLimit(min(m.opts.PreAuthMaxPacketSize, m.opts.MaxPacketSize))
 	s.conn.SetControlHook(s.controlFrame)
@@ -381,23 +396,30 @@ func (s *Session) run() {
 	if !s.guard("OnConnect", nil, func() { refused = m.opts.Handler.OnConnect(s) }) {
 		s.conn.Close()
 		s.ks.closed[HandlerPanic].Add(1)
-		return
+		return nil, false
 	}
 	if refused != nil {
-		log.Info("session refused by handler", "session", s.id, "remote", s.remote.String(), "err", refused)
+		m.opts.Logger.Info("session refused by handler", "session", s.id, "remote", s.remote.String(), "err", refused)
 		s.setReason(Refused)
 		s.conn.Close()
 		s.ks.closed[Refused].Add(1)
-		return
+		return nil, false
 	}
 	s.ks.active.Add(1)
-	writerDone := make(chan struct{})
+	writerDone = make(chan struct{})
 	s.startWriting(writerDone)
 	s.authTimer = time.AfterFunc(m.opts.AuthTimeout, s.authExpired)
 	m.register(s)
 	s.watchLiveness()
+	return writerDone, true
+}
 
-	inputOK := s.readLoop()
+// teardown is the end of the session's life: lingering close, counters,
+// registry, OnDisconnect.
+//
+//go:noinline
+func (s *Session) teardown(inputOK bool, writerDone <-chan struct{}) {
+	m := s.m
 	s.linger(inputOK, writerDone)
 
 	s.authTimer.Stop()
@@ -412,7 +434,7 @@ func (s *Session) run() {
 	s.ks.closed[reason].Add(1)
 	s.ks.active.Add(-1)
 	m.unregister(s)
-	log.Debug("session closed", "session", s.id, "transport", string(s.kind), "remote", s.remote.String(),
+	m.opts.Logger.Debug("session closed", "session", s.id, "transport", string(s.kind), "remote", s.remote.String(),
 		"account", s.AccountID(), "reason", reason.String(), "duration", time.Since(s.connectedAt).String())
 	s.guard("OnDisconnect", nil, func() { m.opts.Handler.OnDisconnect(s, reason) })
 }
