@@ -53,9 +53,12 @@ type FrameReader struct {
 	err    error
 	budget *Budget
 	pool   *BufferPool
-	held   atomic.Int64 // bytes taken from budget: len(buf) above initialReadBuffer
-	closed atomic.Bool  // Release was called
-	wait   [waitBuffer]byte
+	// drained: the last read returned less than it was offered (the
+	// stream had nothing more), so the reader can wait on its array.
+	drained bool
+	held    atomic.Int64 // bytes taken from budget: len(buf) above initialReadBuffer
+	closed  atomic.Bool  // Release was called
+	wait    [waitBuffer]byte
 }
 
 // NewFrameReader returns a reader of frames whose bodies are at most maxPacketSize bytes.
@@ -63,7 +66,7 @@ func NewFrameReader(r io.Reader, maxPacketSize int) *FrameReader {
 	if maxPacketSize <= 0 {
 		maxPacketSize = DefaultMaxPacketSize
 	}
-	fr := &FrameReader{r: r, max: maxPacketSize}
+	fr := &FrameReader{r: r, max: maxPacketSize, drained: true}
 	fr.buf = fr.wait[:]
 	return fr
 }
@@ -82,8 +85,17 @@ func (fr *FrameReader) Next() ([]byte, error) {
 		return nil, fr.err
 	}
 	if fr.start == fr.end {
-		// Nothing buffered: give the buffer back before waiting.
-		fr.idle()
+		fr.start, fr.end = 0, 0
+		switch {
+		case fr.drained || len(fr.buf) > initialReadBuffer:
+			// Nothing buffered and the stream had no more: give the
+			// buffer back before waiting (a large one always).
+			fr.idle()
+		case len(fr.buf) == waitBuffer:
+			// The last read filled the array: more is likely waiting,
+			// read it in one go.
+			fr.buf = fr.pool.Get()
+		}
 	}
 	if err := fr.fill(LengthSize); err != nil {
 		return nil, fr.fail(err, fr.end > fr.start)
@@ -159,12 +171,16 @@ func (fr *FrameReader) fill(need int) error {
 	}
 	empty := 0
 	for fr.end-fr.start < need {
-		if fr.end == len(fr.buf) {
+		// The wait array serves only the read that ends a wait; the rest
+		// of a frame is read into a borrowed buffer in as few reads as
+		// the stream allows.
+		if fr.end == len(fr.buf) || (len(fr.buf) == waitBuffer && fr.end > 0) {
 			if err := fr.grow(need); err != nil {
 				return err
 			}
 		}
 		n, err := fr.r.Read(fr.buf[fr.end:])
+		fr.drained = fr.end+n < len(fr.buf)
 		fr.end += n
 		if fr.end-fr.start >= need {
 			return nil
