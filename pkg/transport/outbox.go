@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 
@@ -195,6 +196,7 @@ func (o *Outbox) Run(c Conn, writeTimeout time.Duration) error {
 // empty, then ends; it finishes the outbox after Close (flushed), Abort or a
 // write error.
 func (o *Outbox) writeLoop() {
+	yielded := false
 	for {
 		o.mu.Lock()
 		if o.aborted {
@@ -207,6 +209,16 @@ func (o *Outbox) writeLoop() {
 		batch := o.buf
 		o.buf, o.frames = nil, 0
 		o.inflight = len(batch)
+		if len(batch) == 0 && !o.closing && !yielded {
+			// Let a producer on this P queue the next frame (a reply
+			// being encoded) before ending: one cheap yield saves
+			// starting a writer again for it.
+			o.buf, o.inflight = batch, 0
+			o.mu.Unlock()
+			yielded = true
+			runtime.Gosched()
+			continue
+		}
 		if len(batch) == 0 {
 			o.running = false
 			done := o.closing
@@ -218,6 +230,7 @@ func (o *Outbox) writeLoop() {
 			return
 		}
 		o.mu.Unlock()
+		yielded = false
 		err := o.write(o.conn, batch, o.timeout)
 		o.release(batch)
 		if err != nil {
