@@ -1,9 +1,14 @@
 package session
 
 import (
+	"context"
+	"net"
 	"strconv"
 	"testing"
+	"time"
 	"unsafe"
+
+	"github.com/playhouse-k8s/playhouse/pkg/transport"
 )
 
 // TestNameTableSharedAndBounded checks that sessions of one manager share
@@ -53,4 +58,47 @@ func TestIdleSessionHoldsNoWriter(t *testing.T) {
 		}
 	}
 	waitFor(t, "writer gone after the echoes", func() bool { return !s.out.Running() && s.out.Retained() == 0 })
+}
+
+// Go returns at once and runs the session on a goroutine of its own; Wait
+// counts the session from the moment Go returns.
+func TestManagerGoReturnsAtOnce(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	m, err := NewManager(Options{Logger: quietLogger(), Handler: HandlerFuncs{Connect: func(*Session) error {
+		close(entered)
+		<-release
+		return nil
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cli, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	srv, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Go(transport.NewStreamConn(srv, transport.KindTCP, 0), nil) // returns while OnConnect blocks
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := m.Wait(ctx); err == nil {
+		t.Fatal("Wait returned while the session started by Go was still in OnConnect")
+	}
+	<-entered
+	close(release)
+	waitFor(t, "session registered", func() bool { return m.Count() == 1 })
+	cli.Close()
+	wctx, wcancel := context.WithTimeout(context.Background(), testTimeout)
+	defer wcancel()
+	if err := m.Wait(wctx); err != nil {
+		t.Fatal(err)
+	}
 }
