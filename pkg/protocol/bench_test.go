@@ -56,6 +56,7 @@ type hotPath struct {
 func newHotPath(tb testing.TB) *hotPath {
 	fr := NewFrameReader(&loopReader{block: echoFrames(tb, 1000)}, DefaultMaxPacketSize)
 	fr.SetBudget(NewBudget(256 << 20)) // as servers run it
+	fr.SetBufferPool(NewBufferPool(0))
 	return &hotPath{
 		fr:      fr,
 		replies: map[string]string{"EchoRequest": ReplyMsgID("EchoRequest")},

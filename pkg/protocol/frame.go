@@ -27,26 +27,38 @@ var (
 	ErrBadCompression = errors.New("bad compressed payload")
 )
 
-// initialReadBuffer is the read buffer a FrameReader starts with and returns to
-// after a large frame, so idle connections stay small.
+// initialReadBuffer is the size of the buffer a FrameReader borrows while
+// bytes are buffered; more is taken from the budget.
 const initialReadBuffer = 4 << 10
+
+// waitBuffer is the array inside a FrameReader that an idle reader waits on:
+// a small frame arriving alone is read into it and returned from it; a
+// longer one moves to a borrowed buffer.
+const waitBuffer = 256
 
 // FrameReader reads length-prefixed frames from a byte stream. It handles
 // frames split across reads and several frames per read, allocates at most
 // MaxPacketSize+LengthSize for any claimed length, and never allocates for a
-// length it rejects.
+// length it rejects. An idle reader holds no buffer: it waits on a small
+// array of its own and borrows a 4 KiB buffer (from its BufferPool) only
+// while bytes are buffered.
 //
 // A FrameReader is not safe for concurrent use.
 type FrameReader struct {
 	r      io.Reader
 	max    int
-	buf    []byte
-	start  int // first unconsumed byte
-	end    int // end of valid data
+	buf    []byte // wait[:], a borrowed buffer, or a grown one
+	start  int    // first unconsumed byte
+	end    int    // end of valid data
 	err    error
 	budget *Budget
-	held   atomic.Int64 // bytes taken from budget: len(buf) above initialReadBuffer
-	closed atomic.Bool  // Release was called
+	pool   *BufferPool
+	// drained: the last read returned less than it was offered (the
+	// stream had nothing more), so the reader can wait on its array.
+	drained bool
+	held    atomic.Int64 // bytes taken from budget: len(buf) above initialReadBuffer
+	closed  atomic.Bool  // Release was called
+	wait    [waitBuffer]byte
 }
 
 // NewFrameReader returns a reader of frames whose bodies are at most maxPacketSize bytes.
@@ -54,8 +66,15 @@ func NewFrameReader(r io.Reader, maxPacketSize int) *FrameReader {
 	if maxPacketSize <= 0 {
 		maxPacketSize = DefaultMaxPacketSize
 	}
-	return &FrameReader{r: r, max: maxPacketSize}
+	fr := &FrameReader{r: r, max: maxPacketSize, drained: true}
+	fr.buf = fr.wait[:]
+	return fr
 }
+
+// SetBufferPool makes the reader borrow its 4 KiB buffers from p (shared by
+// many readers) instead of allocating them. Call it before the first Next. A
+// nil p allocates.
+func (fr *FrameReader) SetBufferPool(p *BufferPool) { fr.pool = p }
 
 // Next returns the body of the next frame. The slice is valid until the next
 // call. At a clean end of stream between frames it returns io.EOF; a stream that
@@ -65,14 +84,18 @@ func (fr *FrameReader) Next() ([]byte, error) {
 	if fr.err != nil {
 		return nil, fr.err
 	}
-	if fr.buf == nil {
-		fr.buf = make([]byte, initialReadBuffer)
-	}
-	if fr.start == fr.end && len(fr.buf) > initialReadBuffer {
-		// The last frame was large: give the memory back before waiting.
-		fr.buf = make([]byte, initialReadBuffer)
+	if fr.start == fr.end {
 		fr.start, fr.end = 0, 0
-		fr.budget.Release(int(fr.held.Swap(0)))
+		switch {
+		case fr.drained || len(fr.buf) > initialReadBuffer:
+			// Nothing buffered and the stream had no more: give the
+			// buffer back before waiting (a large one always).
+			fr.idle()
+		case len(fr.buf) == waitBuffer:
+			// The last read filled the array: more is likely waiting,
+			// read it in one go.
+			fr.buf = fr.pool.Get()
+		}
 	}
 	if err := fr.fill(LengthSize); err != nil {
 		return nil, fr.fail(err, fr.end > fr.start)
@@ -148,16 +171,16 @@ func (fr *FrameReader) fill(need int) error {
 	}
 	empty := 0
 	for fr.end-fr.start < need {
-		if fr.end == len(fr.buf) {
-			size := min(need, 2*len(fr.buf))
-			if err := fr.take(size - len(fr.buf)); err != nil {
+		// The wait array serves only the read that ends a wait; the rest
+		// of a frame is read into a borrowed buffer in as few reads as
+		// the stream allows.
+		if fr.end == len(fr.buf) || (len(fr.buf) == waitBuffer && fr.end > 0) {
+			if err := fr.grow(need); err != nil {
 				return err
 			}
-			nb := make([]byte, size)
-			copy(nb, fr.buf[:fr.end])
-			fr.buf = nb
 		}
 		n, err := fr.r.Read(fr.buf[fr.end:])
+		fr.drained = fr.end+n < len(fr.buf)
 		fr.end += n
 		if fr.end-fr.start >= need {
 			return nil
@@ -173,6 +196,45 @@ func (fr *FrameReader) fill(need int) error {
 			continue
 		}
 		empty = 0
+	}
+	return nil
+}
+
+// idle makes the reader wait on its own array again, returning a borrowed
+// buffer to the pool and a grown one's charge to the budget. Nothing may be
+// buffered.
+func (fr *FrameReader) idle() {
+	fr.start, fr.end = 0, 0
+	if len(fr.buf) == waitBuffer {
+		return
+	}
+	if len(fr.buf) > initialReadBuffer {
+		fr.budget.Release(int(fr.held.Swap(0)))
+	} else if fr.buf != nil {
+		fr.pool.Put(fr.buf)
+	}
+	fr.buf = fr.wait[:]
+}
+
+// grow replaces the full buffer with a larger one: the wait array moves to
+// a borrowed 4 KiB buffer, which then doubles (capped at need), the bytes
+// above 4 KiB taken from the budget.
+func (fr *FrameReader) grow(need int) error {
+	old := fr.buf
+	var nb []byte
+	if len(old) < initialReadBuffer {
+		nb = fr.pool.Get()
+	} else {
+		size := min(need, 2*len(old))
+		if err := fr.take(size - len(old)); err != nil {
+			return err
+		}
+		nb = make([]byte, size)
+	}
+	copy(nb, old[:fr.end])
+	fr.buf = nb
+	if len(old) == initialReadBuffer {
+		fr.pool.Put(old)
 	}
 	return nil
 }

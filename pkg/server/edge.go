@@ -177,7 +177,7 @@ func (s *Server) prelude(ctx context.Context, kind transport.Kind, ec *edgeConn)
 func (s *Server) serveStreamConn(kind transport.Kind) func(*edgeConn, net.Conn) {
 	return func(ec *edgeConn, c net.Conn) {
 		ec.served.Store(true)
-		s.mgr.Serve(transport.NewStreamConnWith(c, kind, transport.StreamOptions{
+		s.mgr.Go(transport.NewStreamConnWith(c, kind, transport.StreamOptions{
 			MaxPacketSize: s.mgr.Options().MaxPacketSize,
 			Budget:        s.budget,
 		}), ec.adm)

@@ -235,14 +235,14 @@ func (s *Server) WebSocketHandler(kind transport.Kind, allowedOrigins []string) 
 				// counts a failed upgrade.
 				return func(c transport.Conn) {
 					ec.served.Store(true)
-					s.mgr.Serve(c, ec.adm)
+					s.mgr.Go(c, ec.adm)
 				}, func() {}, nil
 			}
 			adm, err := s.mgr.Admit(remoteAddr(r))
 			if err != nil {
 				return nil, nil, err
 			}
-			return func(c transport.Conn) { s.mgr.Serve(c, adm) }, func() {
+			return func(c transport.Conn) { s.mgr.Go(c, adm) }, func() {
 				s.mgr.CountReject(session.RejectUpgrade)
 				adm.Release()
 			}, nil

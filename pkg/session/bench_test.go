@@ -36,7 +36,7 @@ func (echoHandler) OnPacket(s *Session, p *Packet) { _ = s.Reply(p, protocol.Suc
 // the benchmark itself.
 func benchSession(b *testing.B) *Session {
 	b.Helper()
-	m, err := NewManager(Options{Handler: echoHandler{}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), RatePerSecond: -1, MaxPendingOutboundBytes: 64 << 20})
+	m, err := NewManager(Options{Handler: echoHandler{}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), RatePerSecond: -1, BytesPerSecond: -1, MaxPendingOutboundBytes: 64 << 20})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func totalAllocs(n int, fn func()) uint64 {
 // BenchmarkEchoLoopback measures pipelined echo round trips over a real
 // loopback TCP connection (client and server in this process).
 func BenchmarkEchoLoopback(b *testing.B) {
-	m, err := NewManager(Options{Handler: echoHandler{HandlerFuncs{Auth: func(*Session, *Packet) AuthResult { return AuthResult{AccountID: "bench"} }}}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), RatePerSecond: -1})
+	m, err := NewManager(Options{Handler: echoHandler{HandlerFuncs{Auth: func(*Session, *Packet) AuthResult { return AuthResult{AccountID: "bench"} }}}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), RatePerSecond: -1, BytesPerSecond: -1})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -136,6 +136,7 @@ func BenchmarkEchoLoopback(b *testing.B) {
 	auth, _ := protocol.AppendRequest(nil, "AuthenticateRequest", 1, 0, []byte("x"))
 	c.Write(auth)
 	fr := protocol.NewFrameReader(c, protocol.DefaultMaxPacketSize)
+	fr.SetBufferPool(protocol.NewBufferPool(1))
 	if _, err := fr.Next(); err != nil {
 		b.Fatal(err)
 	}

@@ -34,6 +34,7 @@ type Manager struct {
 	idle     chan struct{} // closed when live drops to 0; replaced when it rises
 	authFail authFailures  // per-IP failed authentications (see authFailed)
 
+	names      nameTable
 	compPool   sync.Pool
 	decompPool sync.Pool // *[]byte buffers for LZ4 request payloads
 	stats      stats
@@ -240,16 +241,42 @@ func (m *Manager) CountReject(r RejectReason) {
 // it in the connection's goroutine. adm may be nil when the caller did not
 // call Admit (the limits are then checked here).
 func (m *Manager) Serve(c transport.Conn, adm *Admission) {
-	if adm == nil {
-		var err error
-		if adm, err = m.Admit(c.RemoteAddr()); err != nil {
-			m.opts.Logger.Debug("connection refused", "remote", c.RemoteAddr().String(), "err", err)
-			c.Close()
-			return
-		}
+	if adm = m.admitted(c, adm); adm != nil {
+		m.enter()
+		m.serve(c, adm)
 	}
+}
+
+// Go is Serve on a fresh goroutine: it returns at once. The session's
+// reader then parks on a small stack of its own instead of under the
+// caller's accept, handshake or HTTP frames, which would pin a larger stack
+// for the session's life. Wait and CloseAll count the session from the
+// moment Go returns.
+func (m *Manager) Go(c transport.Conn, adm *Admission) {
+	if adm = m.admitted(c, adm); adm != nil {
+		m.enter()
+		go m.serve(c, adm)
+	}
+}
+
+// admitted returns adm, or a fresh admission for c when adm is nil; on a
+// refusal it closes c and returns nil.
+func (m *Manager) admitted(c transport.Conn, adm *Admission) *Admission {
+	if adm != nil {
+		return adm
+	}
+	adm, err := m.Admit(c.RemoteAddr())
+	if err != nil {
+		m.opts.Logger.Debug("connection refused", "remote", c.RemoteAddr().String(), "err", err)
+		c.Close()
+		return nil
+	}
+	return adm
+}
+
+// serve runs a session counted by enter, then releases adm.
+func (m *Manager) serve(c transport.Conn, adm *Admission) {
 	defer adm.Release()
-	m.enter()
 	defer m.leave()
 	s := m.newSession(c)
 	s.ks.accepted.Add(1)
@@ -560,4 +587,55 @@ func (m *Manager) Stats() Stats {
 		}
 	}
 	return st
+}
+
+// nameTable interns message names for every session of a manager. Readers
+// look names up without a lock in an immutable map; a new name copies the
+// map (copy-on-write), so the table costs one map per manager instead of one
+// per session. It holds at most maxInterned names.
+type nameTable struct {
+	mu    sync.Mutex
+	table atomic.Pointer[map[string]names]
+}
+
+// intern returns the table's strings for b and its reply name, adding them
+// while the table has room.
+func (t *nameTable) intern(b []byte) names {
+	if tab := t.table.Load(); tab != nil {
+		if n, ok := (*tab)[string(b)]; ok {
+			return n
+		}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	old := t.table.Load()
+	if old != nil {
+		if n, ok := (*old)[string(b)]; ok {
+			return n
+		}
+	}
+	id := string(b)
+	n := names{id: id, reply: protocol.ReplyMsgID(id)}
+	if old != nil && len(*old) >= maxInterned {
+		return n
+	}
+	next := make(map[string]names, 1+mapLen(old))
+	if old != nil {
+		for k, v := range *old {
+			next[k] = v
+		}
+	}
+	next[id] = n
+	t.table.Store(&next)
+	return n
+}
+
+// size reports how many names the table holds.
+func (t *nameTable) size() int { return mapLen(t.table.Load()) }
+
+func mapLen(m *map[string]names) int {
+	if m == nil {
+		return 0
+	}
+	return len(*m)
 }

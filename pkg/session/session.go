@@ -29,9 +29,10 @@ const (
 	DrainMsgID = "@Drain@"
 )
 
-// maxInterned bounds the per-session table of message names, so a client
-// sending random names cannot grow it.
-const maxInterned = 64
+// maxInterned bounds the manager's table of message names (shared by every
+// session), so clients sending random names cannot grow it: once full, a
+// name not in it costs an allocation per packet, as it would without a table.
+const maxInterned = 1024
 
 // ErrSessionClosed is returned when sending on a closed session.
 var ErrSessionClosed = errors.New("session closed")
@@ -78,7 +79,6 @@ type Session struct {
 	limiter        *rate.Limiter // packets
 	byteLimiter    *rate.Limiter // inbound bytes
 	pkt            Packet
-	names          map[string]names
 }
 
 type names struct{ id, reply string }
@@ -369,11 +369,26 @@ func (c countingConn) WriteFrames(b []byte) error {
 	return nil
 }
 
-// run is the session's life: writer goroutine, reader loop, lingering close,
-// then teardown.
+// run is the session's life: writer, reader loop, lingering close, then
+// teardown.
 func (s *Session) run() {
+	writerDone, ok := s.open()
+	if !ok {
+		return
+	}
+	// Only run and readLoop are on the stack while the reader waits: open
+	// and teardown keep their frames (handler calls, log arguments) off it,
+	// so the garbage collector can shrink an idle session's stack.
+	inputOK := s.readLoop()
+	s.teardown(inputOK, writerDone)
+}
+
+// open runs OnConnect, starts the writer and registers the session. It
+// reports false when the session ends at once (refused or panicked).
+//
+//go:noinline
+func (s *Session) open() (writerDone chan struct{}, ok bool) {
 	m := s.m
-	log := m.opts.Logger
 	// Before authentication frames are bounded by PreAuthMaxPacketSize.
 	s.conn.SetReadLimit(min(m.opts.PreAuthMaxPacketSize, m.opts.MaxPacketSize))
 	s.conn.SetControlHook(s.controlFrame)
@@ -381,23 +396,30 @@ func (s *Session) run() {
 	if !s.guard("OnConnect", nil, func() { refused = m.opts.Handler.OnConnect(s) }) {
 		s.conn.Close()
 		s.ks.closed[HandlerPanic].Add(1)
-		return
+		return nil, false
 	}
 	if refused != nil {
-		log.Info("session refused by handler", "session", s.id, "remote", s.remote.String(), "err", refused)
+		m.opts.Logger.Info("session refused by handler", "session", s.id, "remote", s.remote.String(), "err", refused)
 		s.setReason(Refused)
 		s.conn.Close()
 		s.ks.closed[Refused].Add(1)
-		return
+		return nil, false
 	}
 	s.ks.active.Add(1)
-	writerDone := make(chan struct{})
-	go s.write(writerDone)
+	writerDone = make(chan struct{})
+	s.startWriting(writerDone)
 	s.authTimer = time.AfterFunc(m.opts.AuthTimeout, s.authExpired)
 	m.register(s)
 	s.watchLiveness()
+	return writerDone, true
+}
 
-	inputOK := s.readLoop()
+// teardown is the end of the session's life: lingering close, counters,
+// registry, OnDisconnect.
+//
+//go:noinline
+func (s *Session) teardown(inputOK bool, writerDone <-chan struct{}) {
+	m := s.m
 	s.linger(inputOK, writerDone)
 
 	s.authTimer.Stop()
@@ -412,7 +434,7 @@ func (s *Session) run() {
 	s.ks.closed[reason].Add(1)
 	s.ks.active.Add(-1)
 	m.unregister(s)
-	log.Debug("session closed", "session", s.id, "transport", string(s.kind), "remote", s.remote.String(),
+	m.opts.Logger.Debug("session closed", "session", s.id, "transport", string(s.kind), "remote", s.remote.String(),
 		"account", s.AccountID(), "reason", reason.String(), "duration", time.Since(s.connectedAt).String())
 	s.guard("OnDisconnect", nil, func() { m.opts.Handler.OnDisconnect(s, reason) })
 }
@@ -429,16 +451,26 @@ func (s *Session) authExpired() {
 	}
 }
 
-// write is the writer goroutine: application traffic until the close point,
-// then the lingering close's answers, then the half-close.
-func (s *Session) write(done chan<- struct{}) {
-	defer close(done)
+// startWriting lets the writer run: application traffic until the close
+// point, then the lingering close's answers, then the half-close. A writer
+// goroutine runs only while frames are queued (see transport.Outbox); done
+// is closed once the half-close is sent or the writing failed.
+func (s *Session) startWriting(done chan<- struct{}) {
 	wt := s.m.opts.WriteTimeout
 	cc := countingConn{Conn: s.conn, s: s}
-	err := s.out.Run(cc, wt)
-	if err == nil && !s.aborted.Load() {
-		err = s.tail.Run(cc, wt)
-	}
+	s.out.Start(cc, wt, func(err error) {
+		if err == nil && !s.aborted.Load() {
+			s.tail.Start(cc, wt, func(err error) { s.writingEnded(err, done) })
+			return
+		}
+		s.writingEnded(err, done)
+	})
+}
+
+// writingEnded runs on the last writer goroutine: it maps a write error to
+// the session's close, or half-closes the connection after the last answer.
+func (s *Session) writingEnded(err error, done chan<- struct{}) {
+	defer close(done)
 	switch {
 	case errors.Is(err, transport.ErrSlowConsumer):
 		s.abort(SlowConsumer, err)
@@ -595,7 +627,11 @@ func (s *Session) readLoop() (inputOK bool) {
 			s.answerClosed(body)
 			return true
 		}
-		if !s.dispatch(body) || s.isClosing() {
+		ok := s.dispatch(body)
+		// The packet's payload points into the read buffer: drop it, so an
+		// idle session does not keep a large frame's buffer alive.
+		s.pkt.Payload = nil
+		if !ok || s.isClosing() {
 			return true
 		}
 	}
@@ -875,18 +911,5 @@ func (s *Session) protocolViolation(reason CloseReason, err error) {
 }
 
 // intern returns stable strings for a message name and its reply name,
-// without allocating for names already seen on this session.
-func (s *Session) intern(b []byte) names {
-	if n, ok := s.names[string(b)]; ok {
-		return n
-	}
-	id := string(b)
-	n := names{id: id, reply: protocol.ReplyMsgID(id)}
-	if s.names == nil {
-		s.names = make(map[string]names, 8)
-	}
-	if len(s.names) < maxInterned {
-		s.names[id] = n
-	}
-	return n
-}
+// without allocating for names already in the manager's table.
+func (s *Session) intern(b []byte) names { return s.m.names.intern(b) }

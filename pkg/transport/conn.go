@@ -89,7 +89,17 @@ type StreamOptions struct {
 	// idle size (partly received frames); a read that would pass it fails
 	// with an error wrapping protocol.ErrBudgetExceeded.
 	Budget *protocol.Budget
+	// ReadBuffers lends the 4 KiB read buffers a connection borrows while
+	// bytes are buffered (nil: one pool shared by the process's stream
+	// connections, see sharedBuffers).
+	ReadBuffers *protocol.BufferPool
 }
+
+// sharedBuffers lends 4 KiB buffers to stream connections that name no pool
+// (read buffers) and to every Outbox (queue buffers). It is a cache of free
+// buffers (at most protocol.DefaultPooledReadBuffers), not state any
+// connection depends on.
+var sharedBuffers = protocol.NewBufferPool(0)
 
 // NewStreamConn frames a byte-stream connection: frames are read with a
 // protocol.FrameReader bounded by maxPacketSize and written as they are.
@@ -101,6 +111,10 @@ func NewStreamConn(c net.Conn, kind Kind, maxPacketSize int) Conn {
 func NewStreamConnWith(c net.Conn, kind Kind, opts StreamOptions) Conn {
 	fr := protocol.NewFrameReader(c, opts.MaxPacketSize)
 	fr.SetBudget(opts.Budget)
+	if opts.ReadBuffers == nil {
+		opts.ReadBuffers = sharedBuffers
+	}
+	fr.SetBufferPool(opts.ReadBuffers)
 	return &streamConn{Conn: c, w: progressWriter{c: c}, fr: fr, kind: kind}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 
@@ -20,50 +21,64 @@ var (
 	ErrOutboxClosed = errors.New("outbox closed")
 )
 
-// keepSpare is the largest write buffer kept between batches; a larger one is
-// released so a burst does not pin memory for the life of the connection.
-const keepSpare = 64 << 10
-
 // Outbox is a bounded per-connection send queue. Producers append encoded
-// frames without blocking on the socket; one writer goroutine (Run) takes
-// everything queued and writes it in pieces of whole frames (about 64 KiB, or
-// one larger frame). Pending bytes are every byte not yet written: the queue
-// plus what is left of the batch being written. They never pass the limit: a
-// producer that would push them over it gets ErrSlowConsumer.
+// frames without blocking on the socket. Once started, a writer goroutine
+// runs only while frames are queued: the first Append after the queue drained
+// starts one, and it takes everything queued and writes it in pieces of whole
+// frames (about 64 KiB, or one larger frame), in order, until the queue is
+// empty; then it returns its buffer to the pool and ends. An idle outbox holds
+// neither a goroutine nor a buffer. Pending bytes are every byte not yet
+// written: the queue plus what is left of the batch being written. They never
+// pass the limit: a producer that would push them over it gets
+// ErrSlowConsumer.
 type Outbox struct {
 	mu       sync.Mutex
 	buf      []byte // queued frames not yet taken by the writer
 	frames   int    // number of frames in buf
 	inflight int    // bytes of the batch being written, not yet written
-	spare    []byte // the writer's empty buffer, swapped with buf
 	max      int
 	closing  bool // flush what is queued, then stop
 	aborted  bool // stop now, drop what is queued
-	wake     chan struct{}
+	started  bool // Start was called: writers may run
+	running  bool // a writer goroutine is active
+	ended    bool // the outbox has finished (onDone called or due)
+	conn     Conn
+	timeout  time.Duration
+	onDone   func(error)
+	loop     func() // o.writeLoop, bound once so starting a writer does not allocate
+	pool     *protocol.BufferPool
 	finished chan struct{}
 	onWrite  func(frames, bytes int)
 }
 
-// SetOnWrite sets, before Run, a function the writer calls after each
+// SetOnWrite sets, before Start, a function the writer calls after each
 // successful write with the frames and bytes it carried.
 func (o *Outbox) SetOnWrite(fn func(frames, bytes int)) { o.onWrite = fn }
 
 // NewOutbox returns an outbox that holds at most maxPending unwritten bytes
 // (one frame larger than that is still accepted when nothing is pending;
 // servers refuse a limit below MaxPacketSize+4, so this never matters there).
+// Its queue starts in a 4 KiB buffer borrowed from a pool shared by the
+// process's connections.
 func NewOutbox(maxPending int) *Outbox {
-	return &Outbox{max: maxPending, wake: make(chan struct{}, 1), finished: make(chan struct{})}
+	o := &Outbox{max: maxPending, finished: make(chan struct{}), pool: sharedBuffers}
+	o.loop = o.writeLoop
+	return o
 }
 
 // Append encodes a frame directly into the queue: encode receives the queue
 // and returns it with one whole frame appended. It returns
 // ErrSlowConsumer (nothing queued) when the limit would be passed, and
-// ErrOutboxClosed after Close or Abort. It never blocks on I/O.
+// ErrOutboxClosed after Close or Abort. It never blocks on I/O; it starts a
+// writer goroutine when none is running.
 func (o *Outbox) Append(encode func(dst []byte) ([]byte, error)) error {
 	o.mu.Lock()
 	if o.closing || o.aborted {
 		o.mu.Unlock()
 		return ErrOutboxClosed
+	}
+	if o.buf == nil {
+		o.buf = o.pool.Get()[:0]
 	}
 	before := len(o.buf)
 	buf, err := encode(o.buf)
@@ -79,12 +94,22 @@ func (o *Outbox) Append(encode func(dst []byte) ([]byte, error)) error {
 	}
 	o.buf = buf
 	o.frames++
+	spawn := o.wakeLocked()
 	o.mu.Unlock()
-	select {
-	case o.wake <- struct{}{}:
-	default:
+	if spawn {
+		go o.loop()
 	}
 	return nil
+}
+
+// wakeLocked marks a writer as running and reports whether the caller must
+// start it: when the outbox is started, has not ended and has none running.
+func (o *Outbox) wakeLocked() bool {
+	if !o.started || o.running || o.ended {
+		return false
+	}
+	o.running = true
+	return true
 }
 
 // Pending reports the bytes not yet written: queued, and left of the batch
@@ -95,93 +120,151 @@ func (o *Outbox) Pending() int {
 	return len(o.buf) + o.inflight
 }
 
-// Retained reports the capacity of the buffers the outbox keeps between
-// writes (for memory checks: it returns to at most 2 x 64 KiB after a burst).
+// Retained reports the capacity of the queue's buffer (for memory checks:
+// it is 0 once the queue has drained).
 func (o *Outbox) Retained() int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return cap(o.buf) + cap(o.spare)
+	return cap(o.buf)
 }
 
-// Close stops accepting frames; the writer flushes what is queued, then Run
-// returns nil.
+// Running reports whether a writer goroutine is active.
+func (o *Outbox) Running() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.running
+}
+
+// Close stops accepting frames; the writer flushes what is queued, then the
+// outbox finishes with nil.
 func (o *Outbox) Close() {
 	o.mu.Lock()
 	o.closing = true
+	spawn := o.wakeLocked()
 	o.mu.Unlock()
-	select {
-	case o.wake <- struct{}{}:
-	default:
+	if spawn {
+		go o.loop()
 	}
 }
 
-// Abort stops accepting frames and drops what is queued; Run returns at once
-// (a write already in progress ends at its deadline or when the conn closes).
+// Abort stops accepting frames and drops what is queued; the outbox finishes
+// with nil at once (a write already in progress ends at its deadline or when
+// the conn closes).
 func (o *Outbox) Abort() {
 	o.mu.Lock()
 	o.aborted = true
+	o.release(o.buf)
 	o.buf = nil
 	o.frames = 0
+	spawn := o.wakeLocked()
 	o.mu.Unlock()
-	select {
-	case o.wake <- struct{}{}:
-	default:
+	if spawn {
+		go o.loop()
 	}
 }
 
-// Done is closed when Run has returned.
+// Done is closed when the outbox has finished.
 func (o *Outbox) Done() <-chan struct{} { return o.finished }
 
-// Run is the writer loop: it writes every batch to c until Close (after
-// flushing) or Abort. Each piece of a batch gets the write timeout as a
-// no-progress deadline (see Conn.SetWriteDeadline): a piece during which the
-// peer accepts nothing for writeTimeout returns an error wrapping
-// ErrSlowConsumer; other write errors are returned wrapped.
+// Start lets writers run on c: from now on a writer goroutine writes what is
+// queued whenever there is something. Each piece of a batch gets the write
+// timeout as a no-progress deadline (see Conn.SetWriteDeadline). onDone is
+// called once, on a writer goroutine, when the outbox finishes: with nil
+// after Close (once flushed) or Abort, with an error wrapping
+// ErrSlowConsumer when a piece made no progress for writeTimeout, or with
+// the write error. Call Start once.
+func (o *Outbox) Start(c Conn, writeTimeout time.Duration, onDone func(error)) {
+	o.mu.Lock()
+	o.conn, o.timeout, o.onDone = c, writeTimeout, onDone
+	o.started = true
+	spawn := (len(o.buf) > 0 || o.closing || o.aborted) && o.wakeLocked()
+	o.mu.Unlock()
+	if spawn {
+		go o.loop()
+	}
+}
+
+// Run is Start that waits: it returns when the outbox finishes, with the
+// error onDone would get.
 func (o *Outbox) Run(c Conn, writeTimeout time.Duration) error {
-	defer close(o.finished)
-	defer func() {
-		o.mu.Lock()
-		o.inflight = 0
-		o.mu.Unlock()
-	}()
+	errc := make(chan error, 1)
+	o.Start(c, writeTimeout, func(err error) { errc <- err })
+	return <-errc
+}
+
+// writeLoop is a writer goroutine: it writes batches until the queue is
+// empty, then ends; it finishes the outbox after Close (flushed), Abort or a
+// write error.
+func (o *Outbox) writeLoop() {
+	yielded := false
 	for {
-		<-o.wake
-		for {
-			o.mu.Lock()
-			if o.aborted {
-				o.mu.Unlock()
-				return nil
-			}
-			batch := o.buf
-			o.buf, o.frames, o.spare = o.spare, 0, nil
-			o.inflight = len(batch)
-			closing := o.closing
+		o.mu.Lock()
+		if o.aborted {
+			o.running = false
+			o.inflight = 0
 			o.mu.Unlock()
-			if len(batch) == 0 {
-				o.keep(batch)
-				if closing {
-					return nil
-				}
-				break
+			o.finish(nil)
+			return
+		}
+		batch := o.buf
+		o.buf, o.frames = nil, 0
+		o.inflight = len(batch)
+		if len(batch) == 0 && !o.closing && !yielded {
+			// Let a producer on this P queue the next frame (a reply
+			// being encoded) before ending: one cheap yield saves
+			// starting a writer again for it.
+			o.buf, o.inflight = batch, 0
+			o.mu.Unlock()
+			yielded = true
+			runtime.Gosched()
+			continue
+		}
+		if len(batch) == 0 {
+			o.running = false
+			done := o.closing
+			o.mu.Unlock()
+			o.release(batch)
+			if done {
+				o.finish(nil)
 			}
-			if err := o.write(c, batch, writeTimeout); err != nil {
-				return err
-			}
-			o.keep(batch)
+			return
+		}
+		o.mu.Unlock()
+		yielded = false
+		err := o.write(o.conn, batch, o.timeout)
+		o.release(batch)
+		if err != nil {
+			o.mu.Lock()
+			o.running = false
+			o.inflight = 0
+			o.mu.Unlock()
+			o.finish(err)
+			return
 		}
 	}
 }
 
-// keep stores an emptied batch as the next spare buffer unless it is larger
-// than keepSpare, so a burst does not pin memory.
-func (o *Outbox) keep(batch []byte) {
-	if cap(batch) > keepSpare {
-		batch = nil
-	}
+// finish ends the outbox once: no writer starts any more, Done is closed
+// and onDone called.
+func (o *Outbox) finish(err error) {
 	o.mu.Lock()
-	o.spare = batch[:0]
-	o.inflight = 0
+	if o.ended {
+		o.mu.Unlock()
+		return
+	}
+	o.ended = true
 	o.mu.Unlock()
+	close(o.finished)
+	if o.onDone != nil {
+		o.onDone(err)
+	}
+}
+
+// release gives a drained buffer back to the pool when it is one of its own.
+func (o *Outbox) release(b []byte) {
+	if cap(b) == protocol.PooledBufferSize {
+		o.pool.Put(b[:cap(b)])
+	}
 }
 
 // write writes batch in pieces of whole frames of about writeChunk bytes

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -79,9 +80,12 @@ func NewWebSocketHandler(opts WebSocketOptions) (*WebSocketHandler, error) {
 	h := &WebSocketHandler{opts: opts}
 	h.upgrader = websocket.Upgrader{
 		HandshakeTimeout: opts.HandshakeTimeout,
-		ReadBufferSize:   4 << 10,
+		ReadBufferSize:   wsReadBuffer,
 		WriteBufferSize:  4 << 10,
-		CheckOrigin:      h.checkOrigin,
+		// Write buffers are borrowed per message and shared by the
+		// handler's connections, so an idle connection holds none.
+		WriteBufferPool: &sync.Pool{},
+		CheckOrigin:     h.checkOrigin,
 	}
 	return h, nil
 }
@@ -117,7 +121,12 @@ func (w hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 
 func (w hijackWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// ServeHTTP upgrades the request and serves the connection until it ends.
+// ServeHTTP upgrades the request and hands the connection to the serve
+// function from Accept. When serve returns at once (it starts the session on
+// a goroutine of its own, as session.Manager.Go does), ServeHTTP returns
+// right after the hijack, so net/http's goroutine and buffers for the
+// request are freed; a serve that runs the connection to its end works too,
+// on any mux.
 func (h *WebSocketHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	serve, release, err := h.opts.Accept(r)
 	if err != nil {
@@ -131,7 +140,7 @@ func (h *WebSocketHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(int64(h.opts.MaxPacketSize) + protocol.LengthSize)
-	serve(&wsConn{ws: ws, kind: h.opts.Kind, max: h.opts.MaxPacketSize, budget: h.opts.Budget})
+	serve(&wsConn{ws: ws, kind: h.opts.Kind, max: h.opts.MaxPacketSize, budget: h.opts.Budget, pool: sharedBuffers})
 }
 
 // wsConn frames a WebSocket: each inbound binary message holds one or more
@@ -141,19 +150,27 @@ type wsConn struct {
 	kind   Kind
 	max    int
 	msg    []byte // rest of the current inbound message
-	buf    []byte // message buffer, reused while at most wsIdleBuffer
+	buf    []byte // message buffer while a message is handled (borrowed from pool when 4 KiB), nil when idle
+	pool   *protocol.BufferPool
 	budget *protocol.Budget
 	held   atomic.Int64 // bytes taken from budget: cap(buf) above wsIdleBuffer
 	closed atomic.Bool
 	span   atomic.Int64 // no-progress write span, a time.Duration (see SetWriteDeadline)
 }
 
-// wsIdleBuffer is the message buffer a connection keeps between messages;
-// a larger one is charged to the budget and dropped once consumed.
-const wsIdleBuffer = 4 << 10
+// wsIdleBuffer is the message buffer a connection borrows from the pool
+// while it reads and handles a message; a larger one is charged to the
+// budget. Both are given back once the message is consumed, before the
+// connection waits for the next one.
+const wsIdleBuffer = protocol.PooledBufferSize
+
+// wsReadBuffer is the WebSocket library's read buffer per connection (frame
+// headers and small messages); larger payloads are read past it.
+const wsReadBuffer = 1 << 10
 
 func (c *wsConn) ReadFrame() ([]byte, error) {
 	if len(c.msg) == 0 {
+		c.releaseBuffer()
 		if err := c.readMessage(); err != nil {
 			return nil, err
 		}
@@ -181,9 +198,8 @@ func (c *wsConn) readMessage() error {
 	if typ != websocket.BinaryMessage {
 		return c.violation(closeUnsupported, fmt.Errorf("%w: text message", ErrProtocol))
 	}
-	if c.buf == nil || cap(c.buf) > wsIdleBuffer {
-		c.buf = make([]byte, 0, wsIdleBuffer)
-		c.budget.Release(int(c.held.Swap(0)))
+	if c.buf == nil {
+		c.buf = c.pool.Get()[:0]
 	}
 	buf := c.buf[:0]
 	for {
@@ -193,6 +209,9 @@ func (c *wsConn) readMessage() error {
 				return err
 			}
 			copy(nb, buf)
+			if cap(buf) == wsIdleBuffer {
+				c.pool.Put(buf[:cap(buf)])
+			}
 			buf = nb
 			c.buf = nb
 		}
@@ -219,6 +238,19 @@ func (c *wsConn) readMessage() error {
 	}
 	c.buf, c.msg = buf, buf
 	return nil
+}
+
+// releaseBuffer gives the consumed message's buffer back: a pooled one to
+// the pool, a larger one's charge to the budget.
+func (c *wsConn) releaseBuffer() {
+	switch {
+	case c.buf == nil:
+	case cap(c.buf) == wsIdleBuffer:
+		c.pool.Put(c.buf[:cap(c.buf)])
+	default:
+		c.budget.Release(int(c.held.Swap(0)))
+	}
+	c.buf, c.msg = nil, nil
 }
 
 // take charges n more buffer bytes to the budget.

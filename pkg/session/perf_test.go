@@ -1,0 +1,104 @@
+package session
+
+import (
+	"context"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/playhouse-k8s/playhouse/pkg/transport"
+)
+
+// TestNameTableSharedAndBounded checks that sessions of one manager share
+// interned message names (one table, not one per session) and that random
+// names cannot grow the table past maxInterned.
+func TestNameTableSharedAndBounded(t *testing.T) {
+	m, err := NewManager(Options{Handler: echoHandler{}, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := m.newSession(nullConn{}), m.newSession(nullConn{})
+	na, nb := a.intern([]byte("MoveRequest")), b.intern([]byte("MoveRequest"))
+	if na.id != "MoveRequest" || na.reply != "MoveReply" {
+		t.Fatalf("interned %+v", na)
+	}
+	if unsafe.StringData(na.id) != unsafe.StringData(nb.id) || unsafe.StringData(na.reply) != unsafe.StringData(nb.reply) {
+		t.Fatal("two sessions got separate copies of the same name")
+	}
+	for i := range 3 * maxInterned {
+		n := a.intern([]byte("Junk" + strconv.Itoa(i) + "Request"))
+		if want := "Junk" + strconv.Itoa(i) + "Reply"; n.reply != want {
+			t.Fatalf("reply name %q, want %q", n.reply, want)
+		}
+	}
+	if got := m.names.size(); got > maxInterned {
+		t.Fatalf("table holds %d names, bound %d", got, maxInterned)
+	}
+	if a.intern([]byte("MoveRequest")).id != "MoveRequest" {
+		t.Fatal("known name lost")
+	}
+}
+
+// An idle authenticated session keeps no writer goroutine and no outbound
+// buffer once its answers are written; the next request still gets its
+// answer, in order.
+func TestIdleSessionHoldsNoWriter(t *testing.T) {
+	h, _ := newHarness(t, Options{})
+	rc := h.dial()
+	s := h.auth(rc, "idle")
+	waitFor(t, "writer gone after the auth reply", func() bool { return !s.out.Running() && s.out.Retained() == 0 })
+	for i := range 3 {
+		rc.send("EchoRequest", uint16(10+i), 0, []byte{byte(i)})
+	}
+	for i := range 3 {
+		if r := rc.read(); r.MsgSeq != uint16(10+i) || r.Payload[0] != byte(i) {
+			t.Fatalf("answer %d: %+v", i, r)
+		}
+	}
+	waitFor(t, "writer gone after the echoes", func() bool { return !s.out.Running() && s.out.Retained() == 0 })
+}
+
+// Go returns at once and runs the session on a goroutine of its own; Wait
+// counts the session from the moment Go returns.
+func TestManagerGoReturnsAtOnce(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	m, err := NewManager(Options{Logger: quietLogger(), Handler: HandlerFuncs{Connect: func(*Session) error {
+		close(entered)
+		<-release
+		return nil
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cli, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	srv, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Go(transport.NewStreamConn(srv, transport.KindTCP, 0), nil) // returns while OnConnect blocks
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := m.Wait(ctx); err == nil {
+		t.Fatal("Wait returned while the session started by Go was still in OnConnect")
+	}
+	<-entered
+	close(release)
+	waitFor(t, "session registered", func() bool { return m.Count() == 1 })
+	cli.Close()
+	wctx, wcancel := context.WithTimeout(context.Background(), testTimeout)
+	defer wcancel()
+	if err := m.Wait(wctx); err != nil {
+		t.Fatal(err)
+	}
+}
