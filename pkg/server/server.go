@@ -481,6 +481,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		err = werr
 	}
 	cancel()
+	s.waitSessions(ctx)
 	s.stopAdmin()
 	if err != nil {
 		return fmt.Errorf("shutdown: %w", err)
@@ -507,11 +508,27 @@ func (s *Server) Drain(ctx context.Context) error {
 		s.log.Warn("connections still running after the drain", "err", werr)
 	}
 	wcancel()
+	s.waitSessions(ctx)
 	s.stopAdmin()
 	if err != nil {
 		s.log.Warn("drain ended early", "err", err)
 	}
 	return nil
+}
+
+// waitSessions waits for the sessions that connections finishing their
+// handshake started after the manager closed the rest (the manager closes
+// them as they register, each with its lingering close), so Shutdown and
+// Drain return only once every session has ended; past ctx (or connWait,
+// as a handler that never returns must not hold the process) they are
+// aborted.
+func (s *Server) waitSessions(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, connWait)
+	defer cancel()
+	if err := s.mgr.Wait(ctx); err != nil {
+		s.log.Warn("sessions still open at the end of shutdown; aborting them", "err", err)
+		s.mgr.AbortAll(session.ServerShutdown)
+	}
 }
 
 // Abort cuts a drain in progress (or a later one) short: the sessions still
