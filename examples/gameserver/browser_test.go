@@ -2,12 +2,7 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"io"
-	"net"
-	"net/http"
 	"net/url"
-	"os"
 	"testing"
 	"time"
 
@@ -34,47 +29,12 @@ type roomsResult struct {
 // browser is told to accept): both join a room, one chats, the other gets
 // the push.
 func TestBrowserRooms(t *testing.T) {
-	testutil.Chromium(t) // fail (or skip under -short) before starting anything
+	testutil.Chromium(t) // fail (or skip under -short) before starting the game server
 	g := startTest(t)
-	page, err := os.ReadFile("testdata/rooms.html")
-	if err != nil {
-		t.Fatal(err)
-	}
-	results := make(chan roomsResult, 1)
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /test.html", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_, _ = w.Write(page)
-	})
-	mux.HandleFunc("POST /result", func(w http.ResponseWriter, r *http.Request) {
-		var res roomsResult
-		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&res); err != nil {
-			res.Error = "bad result body: " + err.Error()
-		}
-		select {
-		case results <- res:
-		default:
-		}
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: httpTimeout}
-	go hs.Serve(ln)
-	defer hs.Close()
-
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	q := url.Values{"ws": {"ws://" + g.httpAddr.String() + "/ws"}, "wss": {"wss://" + g.httpsAddr.String() + "/ws"}}
-	testutil.StartHeadless(t, ctx, "http://"+ln.Addr().String()+"/test.html?"+q.Encode(), "--ignore-certificate-errors")
-
-	var res roomsResult
-	select {
-	case res = <-results:
-	case <-ctx.Done():
-		t.Fatal("the browser did not report back")
-	}
+	res := testutil.BrowserPage[roomsResult](t, ctx, "testdata/rooms.html", q.Encode(), "--ignore-certificate-errors")
 	if res.Error != "" {
 		t.Fatalf("browser: %s", res.Error)
 	}

@@ -4,13 +4,9 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"net/url"
-	"os"
 	"testing"
 	"time"
 
@@ -60,45 +56,8 @@ func TestBrowserWebSocketClient(t *testing.T) {
 	}
 	defer srv.Shutdown(context.Background())
 
-	// The page and the result endpoint, on their own loopback origin.
-	page, err := os.ReadFile("testdata/browser.html")
-	if err != nil {
-		t.Fatal(err)
-	}
-	results := make(chan browserResult, 1)
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /test.html", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_, _ = w.Write(page)
-	})
-	mux.HandleFunc("POST /result", func(w http.ResponseWriter, r *http.Request) {
-		var res browserResult
-		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&res); err != nil {
-			res.Error = "bad result body: " + err.Error()
-		}
-		select {
-		case results <- res:
-		default:
-		}
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go hs.Serve(ln)
-	defer hs.Close()
-
 	wsURL := "ws://" + srv.Addr(transport.KindWebSocket).String() + "/ws"
-	pageURL := "http://" + ln.Addr().String() + "/test.html?ws=" + url.QueryEscape(wsURL)
-	testutil.StartHeadless(t, ctx, pageURL)
-
-	var res browserResult
-	select {
-	case res = <-results:
-	case <-ctx.Done():
-		t.Fatal("the browser did not report back")
-	}
+	res := testutil.BrowserPage[browserResult](t, ctx, "testdata/browser.html", "ws="+url.QueryEscape(wsURL))
 	if res.Error != "" {
 		t.Fatalf("browser: %s", res.Error)
 	}
