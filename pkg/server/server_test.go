@@ -35,18 +35,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // testConfig enables every transport on loopback port 0 with a test certificate.
 func testConfig(t *testing.T) (config.Config, *testcert.Bundle) {
 	t.Helper()
-	b, err := testcert.Write(t.TempDir(), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := config.Default()
-	c.Transports.TCP.Port = 0
-	c.Transports.WebSocket.Port = 0
-	c.Transports.TLSTCP = config.Listener{Enabled: true}
-	c.Transports.WSS.Enabled, c.Transports.WSS.Port = true, 0
-	c.Transports.TLS.CertFile, c.Transports.TLS.KeyFile = b.CertFile, b.KeyFile
-	c.Admin.Port = 0
-	return c, b
+	return testutil.LoopbackConfig(t)
 }
 
 // newServer builds a server from a configuration the way playhouse-server

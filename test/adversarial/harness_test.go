@@ -51,17 +51,7 @@ func start(t *testing.T, mutate func(*config.Config)) *edge {
 // startWith is start with an application handler (nil: the echo app).
 func startWith(t *testing.T, h session.Handler, mutate func(*config.Config)) *edge {
 	t.Helper()
-	b, err := testcert.Write(t.TempDir(), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := config.Default()
-	c.Transports.TCP.Port = 0
-	c.Transports.WebSocket.Port = 0
-	c.Transports.TLSTCP = config.Listener{Enabled: true}
-	c.Transports.WSS.Enabled, c.Transports.WSS.Port = true, 0
-	c.Transports.TLS.CertFile, c.Transports.TLS.KeyFile = b.CertFile, b.KeyFile
-	c.Admin.Port = 0
+	c, b := testutil.LoopbackConfig(t)
 	c.Limits.PerIPExempt = nil
 	c.Limits.TLSHandshakeTimeout = config.D(handshakeTimeout)
 	if mutate != nil {
