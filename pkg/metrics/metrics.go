@@ -132,7 +132,7 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 }
 
 var (
-	descActive        = desc("sessions_active", "Open sessions, by transport (the autoscaling signal).", "transport")
+	descActive        = desc(SessionsActiveName, "Open sessions, by transport (the autoscaling signal).", "transport")
 	descConnections   = desc("connections_total", "Connections that became sessions, by transport.", "transport")
 	descDisconnects   = desc("disconnections_total", "Ended sessions, by transport and close reason.", "transport", "reason")
 	descRejected      = desc("connections_rejected_total", "Connections refused before becoming sessions, by reason.", "reason")
