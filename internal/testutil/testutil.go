@@ -2,6 +2,7 @@
 package testutil
 
 import (
+	"context"
 	"testing"
 	"time"
 )
@@ -20,4 +21,26 @@ func WaitFor(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// Server is what StartServer needs of a server (pkg/server.Server).
+type Server interface {
+	Start(ctx context.Context) error
+	Shutdown(ctx context.Context) error
+}
+
+// StartServer starts srv and shuts it down (within shutdown) when the test
+// ends, failing the test if either fails.
+func StartServer(t testing.TB, srv Server, shutdown time.Duration) {
+	t.Helper()
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), shutdown)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
 }

@@ -68,16 +68,7 @@ func startWith(t *testing.T, h session.Handler, mutate func(*config.Config)) *ed
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := srv.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), wait)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	})
+	testutil.StartServer(t, srv, wait)
 	return &edge{srv: srv, cert: b}
 }
 
