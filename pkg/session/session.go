@@ -78,6 +78,8 @@ type Session struct {
 	rateViolations int
 	limiter        *rate.Limiter // packets
 	byteLimiter    *rate.Limiter // inbound bytes
+	byteBurst      int           // byteLimiter's burst (fixed)
+	readDeadline   bool          // a read deadline is set on the conn (readLoop's own state)
 	pkt            Packet
 }
 
@@ -95,13 +97,20 @@ func (m *Manager) newSession(c transport.Conn) *Session {
 		remote:      c.RemoteAddr(),
 		connectedAt: time.Now(),
 		closing:     make(chan struct{}),
+		// Unknown: the first read clears whatever deadline the prelude
+		// (PROXY header, TLS handshake, HTTP upgrade) left.
+		readDeadline: true,
 	}
 	s.lastActive.Store(s.connectedAt.UnixNano())
+	count := s.countWritten
+	s.out.SetOnWrite(count)
+	s.tail.SetOnWrite(count)
 	if m.opts.RatePerSecond > 0 {
 		s.limiter = rate.NewLimiter(rate.Limit(m.opts.RatePerSecond), m.opts.RateBurst)
 	}
 	if m.opts.BytesPerSecond > 0 {
 		s.byteLimiter = rate.NewLimiter(rate.Limit(m.opts.BytesPerSecond), m.opts.BytesBurst)
+		s.byteBurst = m.opts.BytesBurst
 	}
 	return s
 }
@@ -341,18 +350,11 @@ func (s *Session) isClosing() bool {
 	}
 }
 
-// countingConn counts outbound traffic in one place with one rule: a frame
-// counts (transport counters and Observer) once the transport has written it.
-type countingConn struct {
-	transport.Conn
-	s *Session
-}
-
-func (c countingConn) WriteFrames(b []byte) error {
-	if err := c.Conn.WriteFrames(b); err != nil {
-		return err
-	}
-	obs := c.s.m.opts.Observer
+// countWritten counts outbound traffic in one place with one rule: a frame
+// counts (transport counters and Observer) once the transport has written
+// it. Both outboxes call it with the whole frames they wrote.
+func (s *Session) countWritten(b []byte) {
+	obs := s.m.opts.Observer
 	frames := 0
 	for rest := b; len(rest) >= protocol.LengthSize; frames++ {
 		n := protocol.LengthSize + int(binary.LittleEndian.Uint32(rest))
@@ -364,9 +366,8 @@ func (c countingConn) WriteFrames(b []byte) error {
 		}
 		rest = rest[n:]
 	}
-	c.s.ks.packetsOut.Add(uint64(frames))
-	c.s.ks.bytesOut.Add(uint64(len(b)))
-	return nil
+	s.ks.packetsOut.Add(uint64(frames))
+	s.ks.bytesOut.Add(uint64(len(b)))
 }
 
 // run is the session's life: writer, reader loop, lingering close, then
@@ -457,10 +458,9 @@ func (s *Session) authExpired() {
 // is closed once the half-close is sent or the writing failed.
 func (s *Session) startWriting(done chan<- struct{}) {
 	wt := s.m.opts.WriteTimeout
-	cc := countingConn{Conn: s.conn, s: s}
-	s.out.Start(cc, wt, func(err error) {
+	s.out.Start(s.conn, wt, func(err error) {
 		if err == nil && !s.aborted.Load() {
-			s.tail.Start(cc, wt, func(err error) { s.writingEnded(err, done) })
+			s.tail.Start(s.conn, wt, func(err error) { s.writingEnded(err, done) })
 			return
 		}
 		s.writingEnded(err, done)
@@ -611,9 +611,14 @@ func (s *Session) readLoop() (inputOK bool) {
 		if s.isClosing() {
 			return true
 		}
-		if err := s.conn.SetReadDeadline(deadline); err != nil {
-			s.Close(ReadError)
-			return false
+		// No deadline before and none now: nothing to change (the common
+		// case of a client that does not heartbeat).
+		if !deadline.IsZero() || s.readDeadline {
+			if err := s.conn.SetReadDeadline(deadline); err != nil {
+				s.Close(ReadError)
+				return false
+			}
+			s.readDeadline = !deadline.IsZero()
 		}
 		body, err := s.conn.ReadFrame()
 		if err != nil {
@@ -677,7 +682,7 @@ func (s *Session) charge(size int) bool {
 	}
 	if s.byteLimiter != nil {
 		// A frame larger than the burst would never fit: charge the burst.
-		if !s.byteLimiter.AllowN(time.Now(), min(size, s.byteLimiter.Burst())) {
+		if !s.byteLimiter.AllowN(time.Now(), min(size, s.byteBurst)) {
 			ok = false
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"syscall"
 	"time"
 
 	"github.com/playhouse-k8s/playhouse/pkg/protocol"
@@ -78,6 +79,8 @@ type streamConn struct {
 	net.Conn
 	w    progressWriter
 	fr   *protocol.FrameReader
+	raw  syscall.RawConn // the plain TCP socket for direct writes, or nil
+	rest []byte          // left by TryWriteFrames for FlushRest
 	kind Kind
 }
 
@@ -93,6 +96,13 @@ type StreamOptions struct {
 	// bytes are buffered (nil: one pool shared by the process's stream
 	// connections, see sharedBuffers).
 	ReadBuffers *protocol.BufferPool
+	// DisableDirectWrites makes every write go through the net.Conn's Write
+	// on the outbox's writer goroutine. By default, on plain TCP, a producer
+	// writes to the socket itself when nothing is queued (see DirectWriter);
+	// the socket is found through wrappers that expose NetConn() (never
+	// through *tls.Conn), so set this for a wrapper whose Write changes the
+	// bytes.
+	DisableDirectWrites bool
 }
 
 // sharedBuffers lends 4 KiB buffers to stream connections that name no pool
@@ -115,7 +125,11 @@ func NewStreamConnWith(c net.Conn, kind Kind, opts StreamOptions) Conn {
 		opts.ReadBuffers = sharedBuffers
 	}
 	fr.SetBufferPool(opts.ReadBuffers)
-	return &streamConn{Conn: c, w: progressWriter{c: c}, fr: fr, kind: kind}
+	sc := &streamConn{Conn: c, w: progressWriter{c: c}, fr: fr, kind: kind}
+	if !opts.DisableDirectWrites {
+		sc.raw = directSocket(c)
+	}
+	return sc
 }
 
 func (c *streamConn) ReadFrame() ([]byte, error) { return c.fr.Next() }

@@ -31,6 +31,13 @@ var (
 // written: the queue plus what is left of the batch being written. They never
 // pass the limit: a producer that would push them over it gets
 // ErrSlowConsumer.
+//
+// When the connection is a DirectWriter (plain TCP) and nothing is queued or
+// being written, Append writes the frame on the producer's goroutine with
+// one non-blocking write, the way a plain Go server answers on its reading
+// goroutine; only what the socket does not take at once is left to a writer
+// goroutine. Either way one writer at a time owns the socket, so frames keep
+// their order, and a producer never waits for the peer.
 type Outbox struct {
 	mu       sync.Mutex
 	buf      []byte // queued frames not yet taken by the writer
@@ -48,12 +55,16 @@ type Outbox struct {
 	loop     func() // o.writeLoop, bound once so starting a writer does not allocate
 	pool     *protocol.BufferPool
 	finished chan struct{}
-	onWrite  func(frames, bytes int)
+	onWrite  func(frames []byte)
+	direct   DirectWriter // conn, when it can write without waiting
+	headOf   []byte       // a batch a direct write left unfinished: the writer goroutine flushes it first
 }
 
-// SetOnWrite sets, before Start, a function the writer calls after each
-// successful write with the frames and bytes it carried.
-func (o *Outbox) SetOnWrite(fn func(frames, bytes int)) { o.onWrite = fn }
+// SetOnWrite sets, before Start, a function called after whole frames have
+// been written, with those frames (length prefixes included), exactly once
+// for every frame written, on the goroutine that wrote them. fn must not
+// keep or change them.
+func (o *Outbox) SetOnWrite(fn func(frames []byte)) { o.onWrite = fn }
 
 // NewOutbox returns an outbox that holds at most maxPending unwritten bytes
 // (one frame larger than that is still accepted when nothing is pending;
@@ -95,11 +106,46 @@ func (o *Outbox) Append(encode func(dst []byte) ([]byte, error)) error {
 	o.buf = buf
 	o.frames++
 	spawn := o.wakeLocked()
+	if spawn && o.direct != nil {
+		// Nothing queued or in flight: write it here.
+		batch := o.buf
+		o.buf, o.frames = nil, 0
+		o.inflight = len(batch)
+		o.mu.Unlock()
+		o.writeDirect(batch)
+		return nil
+	}
 	o.mu.Unlock()
 	if spawn {
 		go o.loop()
 	}
 	return nil
+}
+
+// writeDirect writes batch on the caller's goroutine without waiting, as the
+// running writer (the caller set running). What the socket does not take,
+// and whatever was queued meanwhile, is left to a writer goroutine; a socket
+// error is left to it too, so it is reported the usual way.
+func (o *Outbox) writeDirect(batch []byte) {
+	if left, _ := o.direct.TryWriteFrames(batch); left {
+		o.mu.Lock()
+		o.headOf = batch
+		o.mu.Unlock()
+		go o.loop()
+		return
+	}
+	if o.onWrite != nil {
+		o.onWrite(batch)
+	}
+	o.release(batch)
+	o.mu.Lock()
+	o.inflight = 0
+	more := len(o.buf) > 0 || o.closing || o.aborted
+	o.running = more
+	o.mu.Unlock()
+	if more {
+		go o.loop()
+	}
 }
 
 // wakeLocked marks a writer as running and reports whether the caller must
@@ -176,6 +222,7 @@ func (o *Outbox) Done() <-chan struct{} { return o.finished }
 func (o *Outbox) Start(c Conn, writeTimeout time.Duration, onDone func(error)) {
 	o.mu.Lock()
 	o.conn, o.timeout, o.onDone = c, writeTimeout, onDone
+	o.direct, _ = c.(DirectWriter)
 	o.started = true
 	spawn := (len(o.buf) > 0 || o.closing || o.aborted) && o.wakeLocked()
 	o.mu.Unlock()
@@ -202,9 +249,30 @@ func (o *Outbox) writeLoop() {
 		if o.aborted {
 			o.running = false
 			o.inflight = 0
+			headOf := o.headOf
+			o.headOf = nil
 			o.mu.Unlock()
+			o.release(headOf)
 			o.finish(nil)
 			return
+		}
+		if o.headOf != nil {
+			headOf := o.headOf
+			o.mu.Unlock()
+			err := o.writeHead(headOf)
+			o.mu.Lock()
+			o.headOf = nil
+			o.inflight = 0
+			o.mu.Unlock()
+			o.release(headOf)
+			if err != nil {
+				o.mu.Lock()
+				o.running = false
+				o.mu.Unlock()
+				o.finish(err)
+				return
+			}
+			continue
 		}
 		batch := o.buf
 		o.buf, o.frames = nil, 0
@@ -271,7 +339,7 @@ func (o *Outbox) release(b []byte) {
 // (one larger frame is a piece on its own), lowering inflight after each.
 func (o *Outbox) write(c Conn, batch []byte, writeTimeout time.Duration) error {
 	for len(batch) > 0 {
-		n, frames := piece(batch)
+		n, _ := piece(batch)
 		if writeTimeout > 0 {
 			if err := c.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
 				return fmt.Errorf("set write deadline: %w", err)
@@ -283,13 +351,34 @@ func (o *Outbox) write(c Conn, batch []byte, writeTimeout time.Duration) error {
 			}
 			return err
 		}
+		written := batch[:n]
 		batch = batch[n:]
 		o.mu.Lock()
 		o.inflight = len(batch)
 		o.mu.Unlock()
 		if o.onWrite != nil {
-			o.onWrite(frames, n)
+			o.onWrite(written)
 		}
+	}
+	return nil
+}
+
+// writeHead writes what a direct write of batch left, then reports the
+// batch's frames as written.
+func (o *Outbox) writeHead(batch []byte) error {
+	if o.timeout > 0 {
+		if err := o.conn.SetWriteDeadline(time.Now().Add(o.timeout)); err != nil {
+			return fmt.Errorf("set write deadline: %w", err)
+		}
+	}
+	if err := o.direct.FlushRest(); err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return fmt.Errorf("%w: no progress writing for %s (%d bytes pending)", ErrSlowConsumer, o.timeout, o.Pending())
+		}
+		return err
+	}
+	if o.onWrite != nil {
+		o.onWrite(batch)
 	}
 	return nil
 }

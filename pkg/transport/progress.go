@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -57,12 +58,24 @@ func spanUntil(t time.Time) time.Duration {
 	return max(time.Until(t), time.Millisecond)
 }
 
+// renew moves the deadline on by the span (after a write that made
+// progress, before the next one).
+func (w *progressWriter) renew() error {
+	if span := time.Duration(w.span.Load()); span > 0 {
+		return w.c.SetWriteDeadline(time.Now().Add(span))
+	}
+	return nil
+}
+
 // progressConn is a net.Conn whose writes use a progressWriter. The
-// WebSocket library writes through it, so a large message to a peer reading
-// at a normal pace is not cut by the write deadline.
+// WebSocket library writes its control frames through it, and wsConn its
+// data messages, so a large message to a peer reading at a normal pace is
+// not cut by the write deadline. mu keeps whole WebSocket frames apart:
+// every Write holds it, and wsConn holds it across the writes of one batch.
 type progressConn struct {
 	net.Conn
-	w progressWriter
+	w  progressWriter
+	mu sync.Mutex
 }
 
 func newProgressConn(c net.Conn) *progressConn {
@@ -71,7 +84,11 @@ func newProgressConn(c net.Conn) *progressConn {
 	return pc
 }
 
-func (c *progressConn) Write(b []byte) (int, error)        { return c.w.Write(b) }
+func (c *progressConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.w.Write(b)
+}
 func (c *progressConn) SetWriteDeadline(t time.Time) error { return c.w.SetWriteDeadline(t) }
 func (c *progressConn) SetDeadline(t time.Time) error {
 	if err := c.Conn.SetReadDeadline(t); err != nil {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -46,6 +47,10 @@ type WebSocketOptions struct {
 	// a message that would pass it fails the read with an error wrapping
 	// protocol.ErrBudgetExceeded.
 	Budget *protocol.Budget
+	// DisableDirectWrites makes every message go out on the outbox's writer
+	// goroutine. By default, on plain TCP, a producer writes the messages
+	// itself when nothing is queued (see DirectWriter).
+	DisableDirectWrites bool
 	// HandshakeTimeout bounds the HTTP upgrade (default 5s).
 	HandshakeTimeout time.Duration
 	// Accept is called before the upgrade. It returns serve, which runs the
@@ -106,20 +111,23 @@ func (h *WebSocketHandler) checkOrigin(r *http.Request) bool {
 }
 
 // hijackWriter hands the WebSocket library a connection whose writes renew
-// their deadline while they make progress (see progressWriter).
+// their deadline while they make progress (see progressWriter) and keeps it
+// for the wsConn, which writes its data messages through the same lock.
 type hijackWriter struct {
 	http.ResponseWriter
+	pc *progressConn
 }
 
-func (w hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
 	if err != nil {
 		return nil, nil, err
 	}
-	return newProgressConn(c), brw, nil
+	w.pc = newProgressConn(c)
+	return w.pc, brw, nil
 }
 
-func (w hijackWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+func (w *hijackWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // ServeHTTP upgrades the request and hands the connection to the serve
 // function from Accept. When serve returns at once (it starts the session on
@@ -133,20 +141,27 @@ func (h *WebSocketHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}
-	ws, err := h.upgrader.Upgrade(hijackWriter{w}, r, nil)
+	hw := &hijackWriter{ResponseWriter: w}
+	ws, err := h.upgrader.Upgrade(hw, r, nil)
 	if err != nil {
 		// The upgrader has already answered with an HTTP error.
 		release()
 		return
 	}
 	ws.SetReadLimit(int64(h.opts.MaxPacketSize) + protocol.LengthSize)
-	serve(&wsConn{ws: ws, kind: h.opts.Kind, max: h.opts.MaxPacketSize, budget: h.opts.Budget, pool: sharedBuffers})
+	c := &wsConn{ws: ws, pc: hw.pc, kind: h.opts.Kind, max: h.opts.MaxPacketSize, budget: h.opts.Budget, pool: sharedBuffers}
+	if !h.opts.DisableDirectWrites {
+		c.raw = directSocket(hw.pc.Conn)
+	}
+	serve(c)
 }
 
 // wsConn frames a WebSocket: each inbound binary message holds one or more
-// whole frames; each outbound frame is one binary message.
+// whole frames; each outbound frame is one binary message (see wswrite.go).
 type wsConn struct {
 	ws     *websocket.Conn
+	pc     *progressConn   // the hijacked connection the library writes to
+	raw    syscall.RawConn // its plain TCP socket for direct writes, or nil
 	kind   Kind
 	max    int
 	msg    []byte // rest of the current inbound message
@@ -155,7 +170,11 @@ type wsConn struct {
 	budget *protocol.Budget
 	held   atomic.Int64 // bytes taken from budget: cap(buf) above wsIdleBuffer
 	closed atomic.Bool
-	span   atomic.Int64 // no-progress write span, a time.Duration (see SetWriteDeadline)
+	// closeSent: a Close frame went out; no message may follow it.
+	closeSent atomic.Bool
+	// Left by TryWriteFrames for FlushRest: encoded bytes (in scratch, a
+	// pooled buffer) and frames not yet encoded.
+	rest, restFrames, scratch []byte
 }
 
 // wsIdleBuffer is the message buffer a connection borrows from the pool
@@ -270,6 +289,7 @@ func (c *wsConn) take(n int) error {
 
 // violation sends a close frame with code and returns err.
 func (c *wsConn) violation(code int, err error) error {
+	c.closeSent.Store(true)
 	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, truncate(err.Error(), 120)), time.Now().Add(closeControlWait))
 	return err
 }
@@ -281,35 +301,10 @@ func truncate(s string, n int) string {
 	return s
 }
 
-func (c *wsConn) WriteFrames(b []byte) error {
-	// The official connectors expect one frame per message, prefix included.
-	first := true
-	for len(b) > 0 {
-		if span := time.Duration(c.span.Load()); !first && span > 0 {
-			// The last message made progress: renew the no-progress deadline.
-			if err := c.ws.SetWriteDeadline(time.Now().Add(span)); err != nil {
-				return fmt.Errorf("set write deadline: %w", err)
-			}
-		}
-		first = false
-		if len(b) < protocol.LengthSize {
-			return fmt.Errorf("write: %w: %d trailing bytes", protocol.ErrMalformedFrame, len(b))
-		}
-		n := protocol.LengthSize + int(binary.LittleEndian.Uint32(b))
-		if n > len(b) {
-			return fmt.Errorf("write: %w: frame of %d bytes, %d left", protocol.ErrMalformedFrame, n, len(b))
-		}
-		if err := c.ws.WriteMessage(websocket.BinaryMessage, b[:n]); err != nil {
-			return fmt.Errorf("write websocket message: %w", err)
-		}
-		b = b[n:]
-	}
-	return nil
-}
-
 // CloseWrite sends a Close frame with code and text; reads go on until the
 // peer answers with its own Close frame (reported as io.EOF).
 func (c *wsConn) CloseWrite(code int, text string) error {
+	c.closeSent.Store(true)
 	err := c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, truncate(text, 120)), time.Now().Add(closeControlWait))
 	if err != nil && !errors.Is(err, websocket.ErrCloseSent) {
 		return fmt.Errorf("websocket close frame: %w", err)
@@ -342,11 +337,8 @@ func (c *wsConn) SetControlHook(fn func(size int) error) {
 func (c *wsConn) SetReadDeadline(t time.Time) error { return c.ws.SetReadDeadline(t) }
 
 // SetWriteDeadline sets the no-progress span of the next WriteFrames (see
-// Conn): each message written renews it.
-func (c *wsConn) SetWriteDeadline(t time.Time) error {
-	c.span.Store(int64(spanUntil(t)))
-	return c.ws.SetWriteDeadline(t)
-}
+// Conn): each write that made progress renews it.
+func (c *wsConn) SetWriteDeadline(t time.Time) error { return c.pc.SetWriteDeadline(t) }
 
 // Close closes the connection and gives back the buffer's budget.
 func (c *wsConn) Close() error {
