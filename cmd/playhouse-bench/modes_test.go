@@ -197,13 +197,15 @@ func TestIdleMode(t *testing.T) {
 		}
 	}
 	// From the engine's own /metrics: no forced GC, the same session count.
-	// An idle session holds one goroutine (its reader); a few unrelated ones
-	// come and go between the two scrapes, hence the margin.
+	// An idle session holds one goroutine (its reader), so the process holds
+	// at least 50 at the second scrape. (The growth between the scrapes is
+	// not asserted: sessions of the subtests above, in this process, may
+	// still be ending at the first.)
 	s := startServe(t, "--serve", "playhouse")
 	var sum idleSummary
 	runJSON(t, &sum, "--mode", "idle", "--addr", s.tcp, "--metrics", "http://"+s.admin+"/metrics",
 		"--server-pid", fmt.Sprint(os.Getpid()), "--sessions", "50")
-	if sum.Connected != 50 || sum.GCForced || sum.After.Goroutines-sum.Before.Goroutines < 40 || sum.After.HeapInuse == 0 || sum.After.RSSBytes == 0 {
+	if sum.Connected != 50 || sum.GCForced || sum.After.Goroutines < 50 || sum.After.HeapInuse == 0 || sum.After.RSSBytes == 0 {
 		t.Fatalf("summary from /metrics %+v", sum)
 	}
 }

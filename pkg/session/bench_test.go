@@ -57,7 +57,7 @@ func BenchmarkDispatch(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(req)))
 	for b.Loop() {
-		if !s.dispatch(body) {
+		if !s.dispatch(body, time.Now()) {
 			b.Fatal("dispatch failed")
 		}
 	}
@@ -79,7 +79,7 @@ func TestDispatchZeroAlloc(t *testing.T) {
 	body := req[protocol.LengthSize:]
 	// Warm up: intern the name and grow the outbox once.
 	for i := 0; i < 100; i++ {
-		s.dispatch(body)
+		s.dispatch(body, time.Now())
 	}
 	s.limiter = nil
 	s.byteLimiter = nil
@@ -90,8 +90,8 @@ func TestDispatchZeroAlloc(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.out = o
-	s.dispatch(body)
-	if n := totalAllocs(1000, func() { s.dispatch(body) }); n != 0 {
+	s.dispatch(body, time.Now())
+	if n := totalAllocs(1000, func() { s.dispatch(body, time.Now()) }); n != 0 {
 		t.Fatalf("1000 dispatches allocated %d times, want 0", n)
 	}
 }

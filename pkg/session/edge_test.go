@@ -209,12 +209,12 @@ func TestLZ4RequestsBoundedAlloc(t *testing.T) {
 	}
 	s := m.newSession(nullConn{})
 	s.authenticated.Store(true)
-	s.dispatch(body) // warm up
+	s.dispatch(body, time.Now()) // warm up
 	const n = 200
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	for range n {
-		if !s.dispatch(body) {
+		if !s.dispatch(body, time.Now()) {
 			t.Fatal("dispatch refused a valid request")
 		}
 	}
@@ -232,7 +232,7 @@ func TestLZ4RequestsBoundedAlloc(t *testing.T) {
 	m2, _ := NewManager(Options{Handler: handler, Logger: log, RequestHeader: protocol.FullHeader, InboundBudget: budget})
 	s2 := m2.newSession(nullConn{})
 	s2.authenticated.Store(true)
-	if s2.dispatch(body) || s2.CloseReason() != InboundBudgetExceeded || m2.Stats().InboundBudgetExceeded != 1 || budget.Used() != 0 {
+	if s2.dispatch(body, time.Now()) || s2.CloseReason() != InboundBudgetExceeded || m2.Stats().InboundBudgetExceeded != 1 || budget.Used() != 0 {
 		t.Fatalf("over budget: reason %s, used %d", s2.CloseReason(), budget.Used())
 	}
 
@@ -241,8 +241,8 @@ func TestLZ4RequestsBoundedAlloc(t *testing.T) {
 	m3, _ := NewManager(Options{Handler: handler, Logger: log, RequestHeader: protocol.FullHeader, BytesPerSecond: 1024, BytesBurst: 64 << 10})
 	s3 := m3.newSession(nullConn{})
 	s3.authenticated.Store(true)
-	s3.dispatch(body) // the first takes the whole burst
-	if s3.dispatch(body); m3.Stats().RateLimited == 0 {
+	s3.dispatch(body, time.Now()) // the first takes the whole burst
+	if s3.dispatch(body, time.Now()); m3.Stats().RateLimited == 0 {
 		t.Fatal("decompressed bytes not charged to the byte rate")
 	}
 	_ = transport.KindTCP

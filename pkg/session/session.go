@@ -62,6 +62,7 @@ type Session struct {
 	data    any
 
 	closing chan struct{} // closed when Close is first called
+	closed  atomic.Bool   // set just before closing is closed (cheap to poll per packet)
 
 	// Lingering close state (see startClosing and linger).
 	lmu      sync.Mutex
@@ -336,19 +337,13 @@ func (s *Session) setReason(reason CloseReason) bool {
 		return false
 	}
 	s.reason = reason
+	s.closed.Store(true)
 	close(s.closing)
 	return true
 }
 
 // isClosing reports whether the session is past its close point.
-func (s *Session) isClosing() bool {
-	select {
-	case <-s.closing:
-		return true
-	default:
-		return false
-	}
-}
+func (s *Session) isClosing() bool { return s.closed.Load() }
 
 // countWritten counts outbound traffic in one place with one rule: a frame
 // counts (transport counters and Observer) once the transport has written
@@ -537,7 +532,7 @@ func (s *Session) linger(inputOK bool, writerDone <-chan struct{}) {
 		if err != nil {
 			break
 		}
-		s.countIn(len(body))
+		s.countIn(len(body), time.Now())
 		s.answerClosed(body)
 	}
 	s.tail.Close()
@@ -588,8 +583,8 @@ func (s *Session) guard(what string, req *Packet, fn func()) (ok bool) {
 }
 
 // countIn counts one inbound frame.
-func (s *Session) countIn(bodyLen int) {
-	s.lastActive.Store(time.Now().UnixNano())
+func (s *Session) countIn(bodyLen int, now time.Time) {
+	s.lastActive.Store(now.UnixNano())
 	s.ks.packetsIn.Add(1)
 	s.ks.bytesIn.Add(uint64(bodyLen + protocol.LengthSize))
 	if obs := s.m.opts.Observer; obs != nil {
@@ -625,14 +620,15 @@ func (s *Session) readLoop() (inputOK bool) {
 			s.readFailed(err)
 			return false
 		}
-		s.countIn(len(body))
+		now := time.Now()
+		s.countIn(len(body), now)
 		// A Close from another goroutine may have come while reading: such a
 		// packet never reaches the application.
 		if s.isClosing() {
 			s.answerClosed(body)
 			return true
 		}
-		ok := s.dispatch(body)
+		ok := s.dispatch(body, now)
 		// The packet's payload points into the read buffer: drop it, so an
 		// idle session does not keep a large frame's buffer alive.
 		s.pkt.Payload = nil
@@ -675,14 +671,14 @@ func (s *Session) readFailed(err error) {
 
 // charge takes one packet and size bytes from the session's limits and
 // reports whether they were within them. It runs on the reader goroutine.
-func (s *Session) charge(size int) bool {
+func (s *Session) charge(size int, now time.Time) bool {
 	ok := true
 	if s.limiter != nil && !s.limiter.Allow() {
 		ok = false
 	}
 	if s.byteLimiter != nil {
 		// A frame larger than the burst would never fit: charge the burst.
-		if !s.byteLimiter.AllowN(time.Now(), min(size, s.byteBurst)) {
+		if !s.byteLimiter.AllowN(now, min(size, s.byteBurst)) {
 			ok = false
 		}
 	}
@@ -702,11 +698,12 @@ func (s *Session) violation() bool {
 // the session RateLimited. It does not fail the read: the WebSocket stays
 // readable, so the lingering close can still read the peer's Close frame.
 func (s *Session) controlFrame(size int) error {
-	s.lastActive.Store(time.Now().UnixNano())
+	now := time.Now()
+	s.lastActive.Store(now.UnixNano())
 	if s.isClosing() {
 		return nil
 	}
-	if s.charge(size) {
+	if s.charge(size, now) {
 		s.rateViolations = 0
 		return nil
 	}
@@ -718,7 +715,7 @@ func (s *Session) controlFrame(size int) error {
 }
 
 // dispatch handles one frame; it returns false when the session must stop reading.
-func (s *Session) dispatch(body []byte) bool {
+func (s *Session) dispatch(body []byte, now time.Time) bool {
 	m := s.m
 	h, payload, err := protocol.ParseRequest(body, m.opts.RequestHeader)
 	if err != nil {
@@ -733,7 +730,7 @@ func (s *Session) dispatch(body []byte) bool {
 	if h.OriginalSize > 0 {
 		size += int(h.OriginalSize) // decompressed bytes count too
 	}
-	if !s.charge(size) {
+	if !s.charge(size, now) {
 		if s.violation() {
 			s.m.opts.Logger.Info("session rate limited", "session", s.id, "remote", s.remote.String())
 			if p.IsRequest() {
