@@ -47,21 +47,22 @@ func (s *Session) pingCheck() {
 		s.m.opts.Logger.Debug("websocket ping failed", "session", s.id, "err", err)
 	}
 	// Re-armed after the ping returns, so checks of one session never
-	// overlap. stopLiveness runs after the close point, under lmu: either
-	// it stops the timer after this, or this sees the session closing.
+	// overlap. Under lmu: either stopLiveness stops the timer after this,
+	// or this sees it stopped (pingTimer nil) and does not re-arm it.
 	s.lmu.Lock()
-	if !s.isClosing() {
+	if s.pingTimer != nil && !s.isClosing() {
 		s.pingTimer.Reset(timeout / 3)
 	}
 	s.lmu.Unlock()
 }
 
-// stopLiveness stops the ping timer, so a session that has ended is not
-// kept reachable by it.
+// stopLiveness stops the ping timer for good, so a session that has ended
+// is neither pinged nor kept reachable by it.
 func (s *Session) stopLiveness() {
 	s.lmu.Lock()
 	if s.pingTimer != nil {
 		s.pingTimer.Stop()
+		s.pingTimer = nil
 	}
 	s.lmu.Unlock()
 }
