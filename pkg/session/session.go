@@ -72,6 +72,8 @@ type Session struct {
 	finSent  bool        // the writer has half-closed
 	finUntil time.Time   // end of the linger after the half-close
 
+	pingTimer *time.Timer // WebSocket liveness (see watchLiveness)
+
 	authTimer *time.Timer
 
 	// Reader-goroutine state.
@@ -419,6 +421,7 @@ func (s *Session) teardown(inputOK bool, writerDone <-chan struct{}) {
 	s.linger(inputOK, writerDone)
 
 	s.authTimer.Stop()
+	s.stopLiveness()
 	s.lmu.Lock()
 	if s.quiet != nil {
 		s.quiet.Stop()
