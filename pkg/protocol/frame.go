@@ -148,6 +148,20 @@ func (fr *FrameReader) SetMaxPacketSize(n int) {
 // returned as frames.
 func (fr *FrameReader) Buffered() int { return fr.end - fr.start }
 
+// FrameBuffered reports whether the next Next returns without reading from
+// the stream: a whole frame is buffered (or a length Next will refuse, or a
+// sticky error).
+func (fr *FrameReader) FrameBuffered() bool {
+	if fr.err != nil {
+		return true
+	}
+	if fr.end-fr.start < LengthSize {
+		return false
+	}
+	n, err := CheckLength(binary.LittleEndian.Uint32(fr.buf[fr.start:]), fr.max)
+	return err != nil || fr.end-fr.start >= LengthSize+n
+}
+
 func (fr *FrameReader) fail(err error, midFrame bool) error {
 	if errors.Is(err, io.EOF) && midFrame {
 		err = io.ErrUnexpectedEOF

@@ -1,6 +1,8 @@
 package protocol
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"testing"
 )
@@ -91,5 +93,37 @@ func TestBufferPoolBounded(t *testing.T) {
 	p.Put(make([]byte, 10)) // not one of its buffers
 	if p.Free() != 2 {
 		t.Fatalf("foreign buffer kept")
+	}
+}
+
+// FrameBuffered is true exactly when Next will not read: a whole frame, a
+// refused length, or a sticky error is buffered.
+func TestFrameBuffered(t *testing.T) {
+	stream := AppendFrame(nil, []byte("one"))
+	stream = AppendFrame(stream, []byte("two"))
+	stream = append(stream, 9, 0, 0) // half a length prefix
+	fr := NewFrameReader(bytes.NewReader(stream), 1<<10)
+	if fr.FrameBuffered() {
+		t.Fatal("nothing read yet, but FrameBuffered")
+	}
+	if body, err := fr.Next(); err != nil || string(body) != "one" {
+		t.Fatalf("Next = %q, %v", body, err)
+	}
+	if !fr.FrameBuffered() {
+		t.Fatal("second frame buffered, but not reported")
+	}
+	if body, err := fr.Next(); err != nil || string(body) != "two" {
+		t.Fatalf("Next = %q, %v", body, err)
+	}
+	if fr.FrameBuffered() {
+		t.Fatal("only part of a length buffered, but FrameBuffered")
+	}
+	tooBig := binary.LittleEndian.AppendUint32(nil, 1<<20)
+	fr = NewFrameReader(bytes.NewReader(append(AppendFrame(nil, []byte("x")), tooBig...)), 1<<10)
+	if _, err := fr.Next(); err != nil {
+		t.Fatal(err)
+	}
+	if !fr.FrameBuffered() {
+		t.Fatal("a length Next refuses is buffered: Next will not wait")
 	}
 }

@@ -599,6 +599,16 @@ func (s *Session) countIn(bodyLen int, now time.Time) {
 // session reaches its close point. It reports whether the input still parses
 // (so the lingering close can go on reading frames).
 func (s *Session) readLoop() (inputOK bool) {
+	// While more frames are buffered, replies are held, so the replies to
+	// frames that arrived together leave in one write (as a plain server
+	// answers one read with one write); the last frame's dispatch flushes.
+	fb, _ := s.conn.(transport.FrameBufferer)
+	held := false
+	defer func() {
+		if held {
+			s.out.Flush()
+		}
+	}()
 	for {
 		// The idle deadline applies to sessions that have shown they
 		// heartbeat; the others are watched by watchLiveness.
@@ -631,7 +641,16 @@ func (s *Session) readLoop() (inputOK bool) {
 			s.answerClosed(body)
 			return true
 		}
+		more := fb != nil && fb.FrameBuffered()
+		if more && !held {
+			s.out.Hold()
+			held = true
+		}
 		ok := s.dispatch(body, now)
+		if held && !more {
+			s.out.Flush()
+			held = false
+		}
 		// The packet's payload points into the read buffer: drop it, so an
 		// idle session does not keep a large frame's buffer alive.
 		s.pkt.Payload = nil

@@ -23,7 +23,28 @@ type DirectWriter interface {
 	FlushRest() error
 }
 
-var _ DirectWriter = (*streamConn)(nil)
+// FrameBufferer is a Conn that can tell whether its next ReadFrame returns
+// without waiting for the network. A session holds its replies while it
+// reads frames that were buffered together, so that the replies to one read
+// leave in one write (see Outbox.Hold).
+type FrameBufferer interface {
+	// FrameBuffered reports whether a whole frame (or a read error) is
+	// buffered.
+	FrameBuffered() bool
+}
+
+var (
+	_ DirectWriter  = (*streamConn)(nil)
+	_ FrameBufferer = (*streamConn)(nil)
+	_ FrameBufferer = (*wsConn)(nil)
+)
+
+// FrameBuffered implements FrameBufferer.
+func (c *streamConn) FrameBuffered() bool { return c.fr.FrameBuffered() }
+
+// FrameBuffered implements FrameBufferer: the rest of the current message
+// (messages the WebSocket library has buffered are not visible).
+func (c *wsConn) FrameBuffered() bool { return len(c.msg) > 0 }
 
 // directSocket finds the TCP socket under c whose bytes are exactly the
 // connection's: it looks through wrappers that expose NetConn (PROXY

@@ -343,3 +343,74 @@ func TestWebSocketPingsBetweenMessages(t *testing.T) {
 		t.Log("no ping arrived between the messages (timing); the framing was still checked")
 	}
 }
+
+// Frames appended while held leave together: one write when the hold ends,
+// in order, and none before.
+func TestOutboxHoldGathersOneWrite(t *testing.T) {
+	for _, kind := range []string{"tcp", "ws"} {
+		t.Run(kind, func(t *testing.T) {
+			var c Conn
+			var next func() ([]byte, error)
+			if kind == "tcp" {
+				srv, cli := tcpPair(t)
+				c = NewStreamConn(srv, KindTCP, 1<<20)
+				next = protocol.NewFrameReader(cli, 1<<20).Next
+			} else {
+				var cli *websocket.Conn
+				c, cli = wsPair(t, WebSocketOptions{})
+				next = func() ([]byte, error) {
+					_, msg, err := cli.ReadMessage()
+					if err != nil {
+						return nil, err
+					}
+					return msg[protocol.LengthSize:], nil
+				}
+			}
+			o := NewOutbox(1 << 20)
+			var mu sync.Mutex
+			var writes []int // frames per write
+			o.SetOnWrite(func(b []byte) {
+				n := 0
+				for rest := b; len(rest) > 0; n++ {
+					_, rest, _ = nextFrame(rest)
+				}
+				mu.Lock()
+				writes = append(writes, n)
+				mu.Unlock()
+			})
+			done := make(chan error, 1)
+			o.Start(c, testutil.Timeout, func(err error) { done <- err })
+			o.Hold()
+			for i := range uint32(20) {
+				if err := o.Append(func(dst []byte) ([]byte, error) { return seqFrame(dst, 0, i, 16), nil }); err != nil {
+					t.Fatal(err)
+				}
+			}
+			mu.Lock()
+			if len(writes) != 0 || o.Running() || o.Pending() != 20*(4+8+16) {
+				t.Fatalf("while held: writes %v, running %v, pending %d", writes, o.Running(), o.Pending())
+			}
+			mu.Unlock()
+			o.Flush()
+			for i := range uint32(20) {
+				body, err := next()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := binary.LittleEndian.Uint32(body[4:]); got != i {
+					t.Fatalf("frame %d read as %d", i, got)
+				}
+			}
+			waitFor(t, "written", func() bool { return o.Pending() == 0 && !o.Running() })
+			mu.Lock()
+			if len(writes) != 1 || writes[0] != 20 {
+				t.Fatalf("writes (frames each) = %v, want one write of 20", writes)
+			}
+			mu.Unlock()
+			o.Close()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

@@ -47,6 +47,7 @@ type Outbox struct {
 	closing  bool // flush what is queued, then stop
 	aborted  bool // stop now, drop what is queued
 	started  bool // Start was called: writers may run
+	held     bool // Hold: Append queues only, until Flush
 	running  bool // a writer goroutine is active
 	ended    bool // the outbox has finished (onDone called or due)
 	conn     Conn
@@ -105,7 +106,7 @@ func (o *Outbox) Append(encode func(dst []byte) ([]byte, error)) error {
 	}
 	o.buf = buf
 	o.frames++
-	spawn := o.wakeLocked()
+	spawn := !o.held && o.wakeLocked()
 	if spawn && o.direct != nil {
 		// Nothing queued or in flight: write it here.
 		batch := o.buf
@@ -120,6 +121,37 @@ func (o *Outbox) Append(encode func(dst []byte) ([]byte, error)) error {
 		go o.loop()
 	}
 	return nil
+}
+
+// Hold makes Append only queue frames, without writing in place or starting
+// a writer, until Flush; a writer already running goes on, and Close and
+// Abort work as usual. A session holds its replies while it reads requests
+// that arrived together, so the replies to one read leave in one write.
+func (o *Outbox) Hold() {
+	o.mu.Lock()
+	o.held = true
+	o.mu.Unlock()
+}
+
+// Flush ends a Hold: what is queued is written, in place when the
+// connection allows and nothing is being written, else by a writer.
+func (o *Outbox) Flush() {
+	o.mu.Lock()
+	o.held = false
+	if len(o.buf) == 0 || !o.wakeLocked() {
+		o.mu.Unlock()
+		return
+	}
+	if o.direct != nil {
+		batch := o.buf
+		o.buf, o.frames = nil, 0
+		o.inflight = len(batch)
+		o.mu.Unlock()
+		o.writeDirect(batch)
+		return
+	}
+	o.mu.Unlock()
+	go o.loop()
 }
 
 // writeDirect writes batch on the caller's goroutine without waiting, as the
