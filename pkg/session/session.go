@@ -44,7 +44,7 @@ type Session struct {
 	m           *Manager
 	conn        transport.Conn
 	out         *transport.Outbox // application traffic, until the close point
-	tail        *transport.Outbox // answers written after the close point (see linger)
+	tail        *transport.Outbox // answers written after the close point (see linger); made by late()
 	kind        transport.Kind
 	ks          *kindStats
 	remote      net.Addr
@@ -94,7 +94,6 @@ func (m *Manager) newSession(c transport.Conn) *Session {
 		m:           m,
 		conn:        c,
 		out:         transport.NewOutbox(m.opts.MaxPendingOutboundBytes),
-		tail:        transport.NewOutbox(m.opts.MaxPendingOutboundBytes),
 		kind:        c.Kind(),
 		ks:          m.stats.kind(c.Kind()),
 		remote:      c.RemoteAddr(),
@@ -105,9 +104,7 @@ func (m *Manager) newSession(c transport.Conn) *Session {
 		readDeadline: true,
 	}
 	s.lastActive.Store(s.connectedAt.UnixNano())
-	count := s.countWritten
-	s.out.SetOnWrite(count)
-	s.tail.SetOnWrite(count)
+	s.out.SetOnWrite(s.countWritten)
 	if m.opts.RatePerSecond > 0 {
 		s.limiter = rate.NewLimiter(rate.Limit(m.opts.RatePerSecond), m.opts.RateBurst)
 	}
@@ -248,7 +245,7 @@ func (s *Session) sendFrame(frame []byte) error {
 func (s *Session) enqueue(answer bool, encode func(dst []byte) ([]byte, error)) error {
 	err := s.out.Append(encode)
 	if answer && errors.Is(err, transport.ErrOutboxClosed) {
-		err = s.tail.Append(encode)
+		err = s.late().Append(encode)
 	}
 	switch {
 	case err == nil:
@@ -314,7 +311,7 @@ func (s *Session) quietCheck() {
 		s.quiet.Reset(d)
 		return
 	}
-	s.tail.Close()
+	s.late().Close()
 }
 
 // abort ends the session at once, dropping what is queued.
@@ -324,8 +321,20 @@ func (s *Session) abort(reason CloseReason, err error) {
 	}
 	s.aborted.Store(true)
 	s.out.Abort()
-	s.tail.Abort()
+	s.late().Abort()
 	s.conn.Close()
+}
+
+// late returns the lingering close's answer queue, made on first use: only
+// sessions that reach their close point need one.
+func (s *Session) late() *transport.Outbox {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tail == nil {
+		s.tail = transport.NewOutbox(s.m.opts.MaxPendingOutboundBytes)
+		s.tail.SetOnWrite(s.countWritten)
+	}
+	return s.tail
 }
 
 // setReason records the close reason once and reports whether this call did.
@@ -458,7 +467,7 @@ func (s *Session) startWriting(done chan<- struct{}) {
 	wt := s.m.opts.WriteTimeout
 	s.out.Start(s.conn, wt, func(err error) {
 		if err == nil && !s.aborted.Load() {
-			s.tail.Start(s.conn, wt, func(err error) { s.writingEnded(err, done) })
+			s.late().Start(s.conn, wt, func(err error) { s.writingEnded(err, done) })
 			return
 		}
 		s.writingEnded(err, done)
@@ -520,7 +529,7 @@ func wsCloseCode(r CloseReason) int {
 // for up to CloseLinger.
 func (s *Session) linger(inputOK bool, writerDone <-chan struct{}) {
 	if !inputOK {
-		s.tail.Close()
+		s.late().Close()
 	}
 	for inputOK {
 		s.lmu.Lock()
@@ -538,7 +547,7 @@ func (s *Session) linger(inputOK bool, writerDone <-chan struct{}) {
 		s.countIn(len(body), time.Now())
 		s.answerClosed(body)
 	}
-	s.tail.Close()
+	s.late().Close()
 	<-writerDone
 	if !inputOK && !s.aborted.Load() {
 		if d, ok := s.conn.(transport.InputDiscarder); ok {
