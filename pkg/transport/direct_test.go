@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -412,5 +413,20 @@ func TestOutboxHoldGathersOneWrite(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// A direct write allocates nothing (it runs once per reply and per
+// broadcast recipient).
+func TestDirectWriteZeroAlloc(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	srv, cli := tcpPair(t)
+	go func() { _, _ = io.Copy(io.Discard, cli) }()
+	c := NewStreamConn(srv, KindTCP, 1<<10).(*streamConn)
+	frame := protocol.AppendFrame(nil, make([]byte, 64))
+	if n := testing.AllocsPerRun(1000, func() { _, _ = c.TryWriteFrames(frame) }); n != 0 {
+		t.Fatalf("TryWriteFrames allocates %.2f times per call", n)
 	}
 }

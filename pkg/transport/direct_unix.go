@@ -5,22 +5,45 @@ package transport
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"syscall"
 )
+
+// rawWrite is one non-blocking write's state. Its write method is bound once
+// per object, so passing it to RawConn.Control does not allocate.
+type rawWrite struct {
+	b   []byte
+	n   int
+	err error
+	fn  func(fd uintptr)
+}
+
+func (w *rawWrite) write(fd uintptr) {
+	for {
+		w.n, w.err = syscall.Write(int(fd), w.b)
+		if !errors.Is(w.err, syscall.EINTR) {
+			return
+		}
+	}
+}
+
+// rawWrites reuses rawWrite objects across connections: a write is a few
+// microseconds, so a handful serve a whole process.
+var rawWrites = sync.Pool{New: func() any {
+	w := new(rawWrite)
+	w.fn = w.write
+	return w
+}}
 
 // writeNow makes one write(2) on the non-blocking socket and returns what it
 // took: 0 with a nil error when the socket buffer is full.
 func writeNow(raw syscall.RawConn, b []byte) (int, error) {
-	var n int
-	var werr error
-	err := raw.Control(func(fd uintptr) {
-		for {
-			n, werr = syscall.Write(int(fd), b)
-			if !errors.Is(werr, syscall.EINTR) {
-				return
-			}
-		}
-	})
+	w := rawWrites.Get().(*rawWrite)
+	w.b = b
+	err := raw.Control(w.fn)
+	n, werr := w.n, w.err
+	w.b, w.n, w.err = nil, 0, nil
+	rawWrites.Put(w)
 	if err != nil {
 		return 0, fmt.Errorf("direct write: %w", err)
 	}
