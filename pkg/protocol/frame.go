@@ -63,12 +63,19 @@ type FrameReader struct {
 
 // NewFrameReader returns a reader of frames whose bodies are at most maxPacketSize bytes.
 func NewFrameReader(r io.Reader, maxPacketSize int) *FrameReader {
+	fr := new(FrameReader)
+	fr.Init(r, maxPacketSize)
+	return fr
+}
+
+// Init makes a zero FrameReader ready, in place (for a reader embedded in a
+// connection's struct): the same as NewFrameReader.
+func (fr *FrameReader) Init(r io.Reader, maxPacketSize int) {
 	if maxPacketSize <= 0 {
 		maxPacketSize = DefaultMaxPacketSize
 	}
-	fr := &FrameReader{r: r, max: maxPacketSize, drained: true}
+	fr.r, fr.max, fr.drained = r, maxPacketSize, true
 	fr.buf = fr.wait[:]
-	return fr
 }
 
 // SetBufferPool makes the reader borrow its 4 KiB buffers from p (shared by

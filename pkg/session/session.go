@@ -40,21 +40,32 @@ var ErrSessionClosed = errors.New("session closed")
 // Session is one client connection after admission. Its methods are safe for
 // concurrent use.
 type Session struct {
-	id          uint64
-	m           *Manager
-	conn        transport.Conn
-	out         *transport.Outbox // application traffic, until the close point
-	tail        *transport.Outbox // answers written after the close point (see linger); made by late()
-	kind        transport.Kind
-	ks          *kindStats
-	remote      net.Addr
-	connectedAt time.Time
-	lastActive  atomic.Int64 // unix nanoseconds
-
+	// Touched for every packet (kept together, in the first cache lines).
+	m             *Manager
+	conn          transport.Conn
+	out           *transport.Outbox // application traffic, until the close point (&outbox)
+	ks            *kindStats
+	lastActive    atomic.Int64 // unix nanoseconds
+	closed        atomic.Bool  // set just before closing is closed (cheap to poll per packet)
 	authenticated atomic.Bool
 	heartbeating  atomic.Bool // the client has sent a heartbeat: idle deadline applies
 	aborted       atomic.Bool
-	stageID       atomic.Int64
+	// Reader-goroutine state.
+	limiter        *rate.Limiter // packets
+	byteLimiter    *rate.Limiter // inbound bytes
+	byteBurst      int           // byteLimiter's burst (fixed)
+	rateViolations int
+	readDeadline   bool // a read deadline is set on the conn (readLoop's own state)
+	authAttempts   int
+	pkt            Packet
+	outbox         transport.Outbox // out points here: one allocation with the session
+
+	id          uint64
+	tail        *transport.Outbox // answers written after the close point (see linger); made by late()
+	kind        transport.Kind
+	remote      net.Addr
+	connectedAt time.Time
+	stageID     atomic.Int64
 
 	mu      sync.Mutex
 	account string
@@ -62,7 +73,6 @@ type Session struct {
 	data    any
 
 	closing chan struct{} // closed when Close is first called
-	closed  atomic.Bool   // set just before closing is closed (cheap to poll per packet)
 
 	// Lingering close state (see startClosing and linger).
 	lmu      sync.Mutex
@@ -75,15 +85,6 @@ type Session struct {
 	pingTimer *time.Timer // WebSocket liveness (see watchLiveness)
 
 	authTimer *time.Timer
-
-	// Reader-goroutine state.
-	authAttempts   int
-	rateViolations int
-	limiter        *rate.Limiter // packets
-	byteLimiter    *rate.Limiter // inbound bytes
-	byteBurst      int           // byteLimiter's burst (fixed)
-	readDeadline   bool          // a read deadline is set on the conn (readLoop's own state)
-	pkt            Packet
 }
 
 type names struct{ id, reply string }
@@ -93,7 +94,6 @@ func (m *Manager) newSession(c transport.Conn) *Session {
 		id:          m.nextID.Add(1),
 		m:           m,
 		conn:        c,
-		out:         transport.NewOutbox(m.opts.MaxPendingOutboundBytes),
 		kind:        c.Kind(),
 		ks:          m.stats.kind(c.Kind()),
 		remote:      c.RemoteAddr(),
@@ -104,6 +104,8 @@ func (m *Manager) newSession(c transport.Conn) *Session {
 		readDeadline: true,
 	}
 	s.lastActive.Store(s.connectedAt.UnixNano())
+	s.outbox.Init(m.opts.MaxPendingOutboundBytes)
+	s.out = &s.outbox
 	s.out.SetOnWrite(s.countWritten)
 	if m.opts.RatePerSecond > 0 {
 		s.limiter = rate.NewLimiter(rate.Limit(m.opts.RatePerSecond), m.opts.RateBurst)

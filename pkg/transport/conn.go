@@ -78,7 +78,7 @@ type Conn interface {
 type streamConn struct {
 	net.Conn
 	w    progressWriter
-	fr   *protocol.FrameReader
+	fr   protocol.FrameReader // in the same allocation: one less object per read
 	raw  syscall.RawConn // the plain TCP socket for direct writes, or nil
 	rest []byte          // left by TryWriteFrames for FlushRest
 	kind Kind
@@ -119,13 +119,13 @@ func NewStreamConn(c net.Conn, kind Kind, maxPacketSize int) Conn {
 
 // NewStreamConnWith is NewStreamConn with options.
 func NewStreamConnWith(c net.Conn, kind Kind, opts StreamOptions) Conn {
-	fr := protocol.NewFrameReader(c, opts.MaxPacketSize)
-	fr.SetBudget(opts.Budget)
 	if opts.ReadBuffers == nil {
 		opts.ReadBuffers = sharedBuffers
 	}
-	fr.SetBufferPool(opts.ReadBuffers)
-	sc := &streamConn{Conn: c, w: progressWriter{c: c}, fr: fr, kind: kind}
+	sc := &streamConn{Conn: c, w: progressWriter{c: c}, kind: kind}
+	sc.fr.Init(c, opts.MaxPacketSize)
+	sc.fr.SetBudget(opts.Budget)
+	sc.fr.SetBufferPool(opts.ReadBuffers)
 	if !opts.DisableDirectWrites {
 		sc.raw = directSocket(c)
 	}

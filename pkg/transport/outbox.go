@@ -73,9 +73,17 @@ func (o *Outbox) SetOnWrite(fn func(frames []byte)) { o.onWrite = fn }
 // Its queue starts in a 4 KiB buffer borrowed from a pool shared by the
 // process's connections.
 func NewOutbox(maxPending int) *Outbox {
-	o := &Outbox{max: maxPending, finished: make(chan struct{}), pool: sharedBuffers}
-	o.loop = o.writeLoop
+	o := new(Outbox)
+	o.Init(maxPending)
 	return o
+}
+
+// Init makes a zero Outbox ready, in place (for an outbox embedded in a
+// session's struct): the same as NewOutbox. The outbox must not be copied
+// afterwards.
+func (o *Outbox) Init(maxPending int) {
+	o.max, o.finished, o.pool = maxPending, make(chan struct{}), sharedBuffers
+	o.loop = o.writeLoop
 }
 
 // Append encodes a frame directly into the queue: encode receives the queue
