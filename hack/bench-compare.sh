@@ -4,7 +4,7 @@
 #
 #   hack/bench-compare.sh [OUTDIR] [SECTION...]
 #
-# SECTION is any of echo connect broadcast idle scaling echo-client
+# SECTION is any of echo echo-paced connect broadcast idle scaling echo-client
 # (default: all but echo-client).
 # Both servers are started once (`playhouse-bench --serve raw` and
 # `--serve playhouse --app relay`, which echoes requests and relays one-way
@@ -18,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-/tmp/playhouse-bench-compare}
 shift || true
-SECTIONS=${*:-echo connect broadcast idle scaling}
+SECTIONS=${*:-echo echo-paced connect broadcast idle scaling}
 ROUNDS=${ROUNDS:-2}
 ECHO_SECONDS=${ECHO_SECONDS:-10s}
 mkdir -p "$OUT" bin
@@ -70,6 +70,16 @@ for section in $SECTIONS; do
 			for tr in tcp ws; do
 				for srv in raw playhouse; do
 					bench "echo-$tr-$srv-$r" $srv $tr --light --sessions 1000 --inflight 1 --payload 64 \
+						--duration "$ECHO_SECONDS" --connect-rate 5000 --source-ips 4
+				done
+			done
+		done ;;
+	echo-paced) # the same 1,000 sessions at a fixed offered load (60 requests/s each, 60,000/s in all),
+		# which neither server saturates: server CPU per echo at equal work
+		for r in $(seq "$ROUNDS"); do
+			for tr in tcp ws; do
+				for srv in raw playhouse; do
+					bench "echo-paced-$tr-$srv-$r" $srv $tr --rate 60 --sessions 1000 --inflight 1 --payload 64 \
 						--duration "$ECHO_SECONDS" --connect-rate 5000 --source-ips 4
 				done
 			done
