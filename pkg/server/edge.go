@@ -178,8 +178,9 @@ func (s *Server) serveStreamConn(kind transport.Kind) func(*edgeConn, net.Conn) 
 	return func(ec *edgeConn, c net.Conn) {
 		ec.served.Store(true)
 		s.mgr.Go(transport.NewStreamConnWith(c, kind, transport.StreamOptions{
-			MaxPacketSize: s.mgr.Options().MaxPacketSize,
-			Budget:        s.budget,
+			MaxPacketSize:       s.mgr.Options().MaxPacketSize,
+			Budget:              s.budget,
+			DisableDirectWrites: s.opts.DisableDirectWrites,
 		}), ec.adm)
 	}
 }

@@ -68,6 +68,14 @@ type Options struct {
 	InboundBudgetBytes int64
 	// DrainTimeout bounds a graceful drain (default 30s).
 	DrainTimeout time.Duration
+	// DisableDirectWrites makes every reply and push go out on a session's
+	// writer goroutine. By default, on plain TCP and WebSocket, the goroutine
+	// that produces a frame writes it itself with one non-blocking write when
+	// nothing else is queued (transport.DirectWriter); the socket is found
+	// through connection wrappers that expose NetConn(), never through TLS.
+	// Set it when a listener given to the server wraps connections in a
+	// NetConn-exposing type whose Write changes the bytes.
+	DisableDirectWrites bool
 }
 
 // Listener is one TCP listener of the server.

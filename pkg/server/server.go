@@ -229,6 +229,7 @@ func (s *Server) WebSocketHandler(kind transport.Kind, allowedOrigins []string) 
 		RefuseMissingOrigin: l.RefuseMissingOrigin,
 		HandshakeTimeout:    s.opts.HandshakeTimeout,
 		Budget:              s.budget,
+		DisableDirectWrites: s.opts.DisableDirectWrites,
 		Accept: func(r *http.Request) (func(transport.Conn), func(), error) {
 			if ec := edgeFrom(r.Context()); ec != nil {
 				// Admitted at accept; its Close gives the slot back and

@@ -153,6 +153,45 @@ func TestAllTransportsEchoAndUniqueIDs(t *testing.T) {
 	}
 }
 
+// With DisableDirectWrites every transport still serves (replies go out on
+// writer goroutines; transport tests check that the connections decline
+// direct writes).
+func TestDisableDirectWritesServes(t *testing.T) {
+	c, certs := testConfig(t)
+	h, err := apps.Builtin().Handler(c.App)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts, err := serverconfig.Options(c, h, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.DisableDirectWrites = true
+	srv, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.StartServer(t, srv, testTimeout)
+	tcp, err := net.Dial("tcp", srv.Addr(transport.KindTCP).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tcp.Close()
+	echoOverStream(t, tcp, "tcp-user")
+	ws, _, err := websocket.DefaultDialer.Dial(wsURL("ws", srv.Addr(transport.KindWebSocket)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	echoOverWS(t, ws, "ws-user")
+	tlsConn, err := tls.Dial("tcp", srv.Addr(transport.KindTLSTCP).String(), certs.ClientConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tlsConn.Close()
+	echoOverStream(t, tlsConn, "tls-user")
+}
+
 func TestAdminEndpoints(t *testing.T) {
 	c, _ := testConfig(t)
 	srv := startServer(t, c)

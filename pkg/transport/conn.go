@@ -79,8 +79,8 @@ type streamConn struct {
 	net.Conn
 	w    progressWriter
 	fr   protocol.FrameReader // in the same allocation: one less object per read
-	raw  syscall.RawConn // the plain TCP socket for direct writes, or nil
-	rest []byte          // left by TryWriteFrames for FlushRest
+	raw  syscall.RawConn      // the plain TCP socket for direct writes, or nil
+	rest []byte               // left by TryWriteFrames for FlushRest
 	kind Kind
 }
 

@@ -240,6 +240,25 @@ func TestNoDirectWriteUnderTLSOrWhenDisabled(t *testing.T) {
 	}
 }
 
+// A WebSocket handler with DisableDirectWrites leaves every message to the
+// blocking path.
+func TestWebSocketDirectWritesDisabled(t *testing.T) {
+	c, cli := wsPair(t, WebSocketOptions{DisableDirectWrites: true})
+	d := c.(DirectWriter)
+	left, err := d.TryWriteFrames(protocol.AppendFrame(nil, []byte("hello")))
+	if err != nil || !left {
+		t.Fatalf("TryWriteFrames = %v, %v; want everything left", left, err)
+	}
+	_ = c.SetWriteDeadline(time.Now().Add(testutil.Timeout))
+	if err := d.FlushRest(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cli.SetReadDeadline(time.Now().Add(testutil.Timeout))
+	if _, msg, err := cli.ReadMessage(); err != nil || string(msg[protocol.LengthSize:]) != "hello" {
+		t.Fatalf("client read %q, %v", msg, err)
+	}
+}
+
 // The engine encodes WebSocket messages itself: every length form (7-bit,
 // 16-bit, 64-bit) and frames larger than the batch buffer reach a standard
 // client as one binary message each, and nothing is written after the
