@@ -102,3 +102,31 @@ func TestManagerGoReturnsAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Replies to requests that arrived together are held for one write, but a
+// slow handler in the batch does not hold back the replies before it: they
+// go out within maxReplyHold while it runs.
+func TestHeldReplyNotDelayedBySlowHandler(t *testing.T) {
+	h, th := newHarness(t, Options{})
+	rc := h.dial()
+	h.auth(rc, "batch")
+	// Two requests in one write: the echo's reply is held while the slow
+	// request, buffered behind it, is dispatched.
+	batch := frame(t, "EchoRequest", 2, 0, []byte("first"))
+	batch = append(batch, frame(t, "SlowRequest", 3, 0, nil)...)
+	rc.write(batch)
+	select {
+	case <-th.entered:
+	case <-time.After(testTimeout):
+		t.Fatal("slow handler not entered")
+	}
+	// The slow handler is still running: the first reply must arrive anyway.
+	r := rc.read()
+	if r.MsgSeq != 2 || string(r.Payload) != "first" {
+		t.Fatalf("first reply = %+v", r)
+	}
+	close(th.release)
+	if r := rc.read(); r.MsgSeq != 3 {
+		t.Fatalf("second reply = %+v", r)
+	}
+}

@@ -55,7 +55,8 @@ type Session struct {
 	byteLimiter    *rate.Limiter // inbound bytes
 	byteBurst      int           // byteLimiter's burst (fixed)
 	rateViolations int
-	readDeadline   bool // a read deadline is set on the conn (readLoop's own state)
+	readDeadline   bool        // a read deadline is set on the conn (readLoop's own state)
+	holdTimer      *time.Timer // ends a hold of replies (see hold)
 	authAttempts   int
 	pkt            Packet
 	outbox         transport.Outbox // out points here: one allocation with the session
@@ -612,12 +613,13 @@ func (s *Session) countIn(bodyLen int, now time.Time) {
 func (s *Session) readLoop() (inputOK bool) {
 	// While more frames are buffered, replies are held, so the replies to
 	// frames that arrived together leave in one write (as a plain server
-	// answers one read with one write); the last frame's dispatch flushes.
+	// answers one read with one write); the last frame's dispatch flushes,
+	// or a timer after maxReplyHold (a slow handler in the batch).
 	fb, _ := s.conn.(transport.FrameBufferer)
 	held := false
 	defer func() {
 		if held {
-			s.out.Flush()
+			s.flushHeld()
 		}
 	}()
 	for {
@@ -654,12 +656,12 @@ func (s *Session) readLoop() (inputOK bool) {
 		}
 		more := fb != nil && fb.FrameBuffered()
 		if more && !held {
-			s.out.Hold()
+			s.hold()
 			held = true
 		}
 		ok := s.dispatch(body, now)
 		if held && !more {
-			s.out.Flush()
+			s.flushHeld()
 			held = false
 		}
 		// The packet's payload points into the read buffer: drop it, so an
@@ -669,6 +671,29 @@ func (s *Session) readLoop() (inputOK bool) {
 			return true
 		}
 	}
+}
+
+// maxReplyHold bounds how long replies to requests that arrived together
+// are held for one write (see readLoop): when dispatching the batch takes
+// longer (a slow handler), a timer lets the replies so far go.
+const maxReplyHold = time.Millisecond
+
+// hold starts holding replies (reader goroutine), with the timer that ends
+// the hold after maxReplyHold; the timer is made on first use, so only
+// sessions whose requests arrive together have one.
+func (s *Session) hold() {
+	s.out.Hold()
+	if s.holdTimer == nil {
+		s.holdTimer = time.AfterFunc(maxReplyHold, s.out.Flush)
+		return
+	}
+	s.holdTimer.Reset(maxReplyHold)
+}
+
+// flushHeld ends a hold (reader goroutine).
+func (s *Session) flushHeld() {
+	s.holdTimer.Stop()
+	s.out.Flush()
 }
 
 // readFailed maps a read error to a close reason. When the session was
