@@ -3,6 +3,7 @@ package testutil
 
 import (
 	"context"
+	"net"
 	"testing"
 	"time"
 )
@@ -43,4 +44,26 @@ func StartServer(t testing.TB, srv Server, shutdown time.Duration) {
 			t.Errorf("shutdown: %v", err)
 		}
 	})
+}
+
+// TCPPair returns both ends of a real loopback TCP connection, closed at
+// cleanup.
+func TCPPair(t testing.TB) (server, client net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err = ln.Accept()
+	if err != nil {
+		client.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Close(); client.Close() })
+	return server, client
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/playhouse-k8s/playhouse/internal/testutil"
 	"github.com/playhouse-k8s/playhouse/pkg/protocol"
 	"github.com/playhouse-k8s/playhouse/pkg/transport"
 )
@@ -102,21 +103,7 @@ func TestDispatchDirectWriteZeroAlloc(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	cli, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	srv, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srv, cli := loopbackPair(t)
 	drained := make(chan struct{})
 	go func() {
 		defer close(drained)
@@ -149,6 +136,10 @@ func TestDispatchDirectWriteZeroAlloc(t *testing.T) {
 	srv.Close()
 	<-drained
 }
+
+// loopbackPair returns both ends of a real loopback TCP connection, closed
+// at cleanup.
+func loopbackPair(t *testing.T) (server, client net.Conn) { return testutil.TCPPair(t) }
 
 // totalAllocs runs fn n times and returns the total number of heap
 // allocations, strictly (testing.AllocsPerRun rounds the average down, so

@@ -2,7 +2,6 @@ package session
 
 import (
 	"context"
-	"net"
 	"strconv"
 	"testing"
 	"time"
@@ -72,20 +71,7 @@ func TestManagerGoReturnsAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	cli, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	srv, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, cli := loopbackPair(t)
 	m.Go(transport.NewStreamConn(srv, transport.KindTCP, 0), nil) // returns while OnConnect blocks
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()

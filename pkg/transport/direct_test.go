@@ -25,6 +25,28 @@ func seqFrame(dst []byte, producer, seq uint32, pad int) []byte {
 	return protocol.AppendFrame(dst, body)
 }
 
+// framedPair returns a server Conn of kind "tcp" or "ws" over loopback and
+// a function reading the client's next frame body (checking, on WebSocket,
+// that each message holds exactly one frame).
+func framedPair(t *testing.T, kind string) (Conn, func() ([]byte, error)) {
+	t.Helper()
+	if kind == "tcp" {
+		srv, cli := tcpPair(t)
+		return NewStreamConn(srv, KindTCP, 1<<20), protocol.NewFrameReader(cli, 1<<20).Next
+	}
+	c, cli := wsPair(t, WebSocketOptions{})
+	return c, func() ([]byte, error) {
+		_, msg, err := cli.ReadMessage()
+		if err != nil {
+			return nil, err
+		}
+		if len(msg) < protocol.LengthSize || int(binary.LittleEndian.Uint32(msg)) != len(msg)-protocol.LengthSize {
+			return nil, fmt.Errorf("message of %d bytes is not one frame", len(msg))
+		}
+		return msg[protocol.LengthSize:], nil
+	}
+}
+
 // startedOutbox runs an outbox on c and counts what its hook reports written.
 func startedOutbox(t *testing.T, c Conn, max int) (*Outbox, *atomic.Int64, *atomic.Int64) {
 	t.Helper()
@@ -54,26 +76,9 @@ func startedOutbox(t *testing.T, c Conn, max int) (*Outbox, *atomic.Int64, *atom
 // With nothing queued, Append puts the frame on the wire before it returns,
 // on the caller's goroutine: no writer goroutine, nothing pending.
 func TestDirectWriteBeforeAppendReturns(t *testing.T) {
-	cases := map[string]func(t *testing.T) (Conn, func() ([]byte, error)){
-		"tcp": func(t *testing.T) (Conn, func() ([]byte, error)) {
-			srv, cli := tcpPair(t)
-			fr := protocol.NewFrameReader(cli, 1<<20)
-			return NewStreamConn(srv, KindTCP, 1<<20), fr.Next
-		},
-		"ws": func(t *testing.T) (Conn, func() ([]byte, error)) {
-			c, cli := wsPair(t, WebSocketOptions{})
-			return c, func() ([]byte, error) {
-				_, msg, err := cli.ReadMessage()
-				if err != nil {
-					return nil, err
-				}
-				return msg[protocol.LengthSize:], nil
-			}
-		},
-	}
-	for name, pair := range cases {
-		t.Run(name, func(t *testing.T) {
-			c, next := pair(t)
+	for _, kind := range []string{"tcp", "ws"} {
+		t.Run(kind, func(t *testing.T) {
+			c, next := framedPair(t, kind)
 			o, frames, _ := startedOutbox(t, c, 1<<20)
 			for i := range uint32(200) {
 				if err := o.Append(func(dst []byte) ([]byte, error) { return seqFrame(dst, 1, i, 32), nil }); err != nil {
@@ -155,26 +160,7 @@ func TestDirectWriteLeftoverKeepsOrder(t *testing.T) {
 func TestDirectWriteConcurrentProducers(t *testing.T) {
 	for _, kind := range []string{"tcp", "ws"} {
 		t.Run(kind, func(t *testing.T) {
-			var c Conn
-			var next func() ([]byte, error)
-			if kind == "tcp" {
-				srv, cli := tcpPair(t)
-				c = NewStreamConn(srv, KindTCP, 1<<20)
-				next = protocol.NewFrameReader(cli, 1<<20).Next
-			} else {
-				var cli *websocket.Conn
-				c, cli = wsPair(t, WebSocketOptions{})
-				next = func() ([]byte, error) {
-					_, msg, err := cli.ReadMessage()
-					if err != nil {
-						return nil, err
-					}
-					if len(msg) < protocol.LengthSize || int(binary.LittleEndian.Uint32(msg)) != len(msg)-protocol.LengthSize {
-						return nil, fmt.Errorf("message of %d bytes is not one frame", len(msg))
-					}
-					return msg[protocol.LengthSize:], nil
-				}
-			}
+			c, next := framedPair(t, kind)
 			o, frames, _ := startedOutbox(t, c, 64<<20)
 			const producers, each = 8, 500
 			var wg sync.WaitGroup
@@ -369,23 +355,7 @@ func TestWebSocketPingsBetweenMessages(t *testing.T) {
 func TestOutboxHoldGathersOneWrite(t *testing.T) {
 	for _, kind := range []string{"tcp", "ws"} {
 		t.Run(kind, func(t *testing.T) {
-			var c Conn
-			var next func() ([]byte, error)
-			if kind == "tcp" {
-				srv, cli := tcpPair(t)
-				c = NewStreamConn(srv, KindTCP, 1<<20)
-				next = protocol.NewFrameReader(cli, 1<<20).Next
-			} else {
-				var cli *websocket.Conn
-				c, cli = wsPair(t, WebSocketOptions{})
-				next = func() ([]byte, error) {
-					_, msg, err := cli.ReadMessage()
-					if err != nil {
-						return nil, err
-					}
-					return msg[protocol.LengthSize:], nil
-				}
-			}
+			c, next := framedPair(t, kind)
 			o := NewOutbox(1 << 20)
 			var mu sync.Mutex
 			var writes []int // frames per write

@@ -27,24 +27,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // tcpPair returns both ends of a real loopback TCP connection.
-func tcpPair(t *testing.T) (server, client net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err = net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	server, err = ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { server.Close(); client.Close() })
-	return server, client
-}
+func tcpPair(t *testing.T) (server, client net.Conn) { return testutil.TCPPair(t) }
 
 // countingConn counts WriteFrames calls.
 type countingConn struct {

@@ -51,6 +51,39 @@ const maxIdleTCPBytes = 10<<10 + raceOverhead
 // 8.0 KiB after it (12.0 KiB under -race).
 const maxAfterBurstTCPBytes = 10<<10 + raceOverhead
 
+// dialers is how many goroutines open the test's sessions side by side.
+const dialers = 8
+
+// openAll opens n sessions with open, dialers at a time (each dialer has its
+// own 256-byte scratch buffer), and returns them with the first error.
+func openAll(n int, open func(i int, buf []byte) (net.Conn, error)) ([]net.Conn, error) {
+	conns := make([]net.Conn, n)
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+	)
+	for d := range dialers {
+		wg.Go(func() {
+			buf := make([]byte, 256)
+			for i := d; i < n; i += dialers {
+				c, err := open(i, buf)
+				if err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = fmt.Errorf("session %d: %w", i, err)
+					}
+					mu.Unlock()
+					return
+				}
+				conns[i] = c
+			}
+		})
+	}
+	wg.Wait()
+	return conns, firstErr
+}
+
 // heapAndStacks returns the Go heap in use plus goroutine stacks after a
 // forced GC.
 func heapAndStacks() uint64 {
@@ -213,31 +246,13 @@ func idleBytesPerSession(t *testing.T, handler session.Handler, burst int) float
 	testutil.WaitFor(t, "the warm-up session closed", func() bool { return srv.Manager().Count() == 0 })
 	before := heapAndStacks()
 
-	conns := make([]net.Conn, idleSessions)
+	conns, firstErr := openAll(idleSessions, func(i int, buf []byte) (net.Conn, error) {
+		return authenticate(addr, fmt.Sprintf("idle-%d", i), buf)
+	})
 	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		firstErr error
+		wg sync.WaitGroup
+		mu sync.Mutex
 	)
-	const dialers = 8
-	for d := range dialers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, 256)
-			for i := d; i < idleSessions; i += dialers {
-				c, err := authenticate(addr, fmt.Sprintf("idle-%d", i), buf)
-				if err != nil {
-					mu.Lock()
-					firstErr = fmt.Errorf("session %d: %w", i, err)
-					mu.Unlock()
-					return
-				}
-				conns[i] = c
-			}
-		}()
-	}
-	wg.Wait()
 	defer func() {
 		for _, c := range conns {
 			if c != nil {

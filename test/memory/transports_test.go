@@ -17,7 +17,6 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -84,32 +83,11 @@ func runClients(job string) int {
 		}
 		tlsCfg = &tls.Config{RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS12}
 	}
-	conns := make([]net.Conn, n)
-	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		firstErr error
-	)
-	const dialers = 8
-	for d := range dialers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := d; i < n; i += dialers {
-				c, err := openClient(kind, addr, tlsCfg, fmt.Sprintf("%s-%d", kind, i))
-				if err != nil {
-					mu.Lock()
-					firstErr = fmt.Errorf("session %d: %w", i, err)
-					mu.Unlock()
-					return
-				}
-				conns[i] = c
-			}
-		}()
-	}
-	wg.Wait()
-	if firstErr != nil {
-		fmt.Fprintln(os.Stderr, firstErr)
+	conns, err := openAll(n, func(i int, _ []byte) (net.Conn, error) {
+		return openClient(kind, addr, tlsCfg, fmt.Sprintf("%s-%d", kind, i))
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	fmt.Println("ready")
@@ -431,7 +409,8 @@ func (w watcher) Authenticate(s *session.Session, p *session.Packet) session.Aut
 
 // TestTransportMeasurementSeesGoroutine checks that the measurement above
 // would catch a second goroutine per WebSocket session: in goroutines, and
-// as at least a minimal stack (2 KiB) more per session.
+// in bytes (a minimal stack is 2 KiB; stacks are counted by span, so the
+// measured growth varies around that, hence the 1 KiB floor).
 func TestTransportMeasurementSeesGoroutine(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: one measurement (TestIdleSessionMemoryPerTransport) is enough")
@@ -443,7 +422,7 @@ func TestTransportMeasurementSeesGoroutine(t *testing.T) {
 	if worse.goroutines <= maxGoroutinesPerSession {
 		t.Fatalf("a second goroutine per session measured as %.2f goroutines per session", worse.goroutines)
 	}
-	if d := worse.total() - base.total(); d < 2<<10 {
+	if d := worse.total() - base.total(); d < 1<<10 {
 		t.Fatalf("a second goroutine per session measured as %.2f KiB more (%.2f -> %.2f KiB)", d/1024, base.total()/1024, worse.total()/1024)
 	}
 }
