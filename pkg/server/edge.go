@@ -177,11 +177,15 @@ func (s *Server) prelude(ctx context.Context, kind transport.Kind, ec *edgeConn)
 func (s *Server) serveStreamConn(kind transport.Kind) func(*edgeConn, net.Conn) {
 	return func(ec *edgeConn, c net.Conn) {
 		ec.served.Store(true)
-		s.mgr.Go(transport.NewStreamConnWith(c, kind, transport.StreamOptions{
+		opts := transport.StreamOptions{
 			MaxPacketSize:       s.mgr.Options().MaxPacketSize,
 			Budget:              s.budget,
 			DisableDirectWrites: s.opts.DisableDirectWrites,
-		}), ec.adm)
+		}
+		if c == net.Conn(ec) {
+			opts.Reader = ec.Conn // edgeConn does not change reads
+		}
+		s.mgr.Go(transport.NewStreamConnWith(c, kind, opts), ec.adm)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"syscall"
 	"time"
@@ -96,6 +97,10 @@ type StreamOptions struct {
 	// bytes are buffered (nil: one pool shared by the process's stream
 	// connections, see sharedBuffers).
 	ReadBuffers *protocol.BufferPool
+	// Reader, when set, is read instead of the connection itself: the inner
+	// net.Conn of a wrapper that does not change reads (it only tracks
+	// Close or RemoteAddr), which saves an indirection per read.
+	Reader io.Reader
 	// DisableDirectWrites makes every write go through the net.Conn's Write
 	// on the outbox's writer goroutine. By default, on plain TCP, a producer
 	// writes to the socket itself when nothing is queued (see DirectWriter);
@@ -123,7 +128,11 @@ func NewStreamConnWith(c net.Conn, kind Kind, opts StreamOptions) Conn {
 		opts.ReadBuffers = sharedBuffers
 	}
 	sc := &streamConn{Conn: c, w: progressWriter{c: c}, kind: kind}
-	sc.fr.Init(c, opts.MaxPacketSize)
+	var r io.Reader = c
+	if opts.Reader != nil {
+		r = opts.Reader
+	}
+	sc.fr.Init(r, opts.MaxPacketSize)
 	sc.fr.SetBudget(opts.Budget)
 	sc.fr.SetBufferPool(opts.ReadBuffers)
 	if !opts.DisableDirectWrites {
