@@ -36,8 +36,9 @@ var (
 // being written, Append writes the frame on the producer's goroutine with
 // one non-blocking write, the way a plain Go server answers on its reading
 // goroutine; only what the socket does not take at once is left to a writer
-// goroutine. Either way one writer at a time owns the socket, so frames keep
-// their order, and a producer never waits for the peer.
+// goroutine (a batch a direct write left unfinished counts whole in Pending
+// until it is written). Either way one writer at a time owns the socket, so
+// frames keep their order, and a producer never waits for the peer.
 type Outbox struct {
 	mu       sync.Mutex
 	buf      []byte // queued frames not yet taken by the writer
