@@ -58,6 +58,8 @@ bench() {
 	shift 3
 	local ctl=http://127.0.0.1:17009 ca=$CA_RAW
 	if [ "$srv" = playhouse ]; then ctl=http://127.0.0.1:17019 ca=$CA_PH; fi
+	# Collect the garbage of earlier runs first, so that no run pays for it.
+	curl -fsS "$ctl/snapshot?gc=1" >/dev/null || true
 	$LOAD $B --addr 127.0.0.1:"$(port "$srv" "$tr")" --transport "$tr" --ca "$ca" --control $ctl \
 		--json --progress 0 "$@" >"$OUT/$name.json" 2>>"$OUT/load.log"
 	printf '%-40s %s\n' "$name" "$(jq -c 'del(.before, .after)' "$OUT/$name.json")"
