@@ -288,6 +288,10 @@ type Limits struct {
 	CloseLinger Duration `json:"closeLinger"`
 	// CloseQuiet ends the answering phase once no request has arrived for this long.
 	CloseQuiet Duration `json:"closeQuiet"`
+	// ReplyHold bounds how long the replies to requests that arrived
+	// together are held to leave in one write (a slow handler in such a
+	// batch does not hold back the replies before it for longer).
+	ReplyHold Duration `json:"replyHold"`
 	// AuthFailures is the per-IP failed-authentication budget.
 	AuthFailures AuthFailures `json:"authFailures"`
 }
@@ -407,6 +411,7 @@ func Default() Config {
 			PreAuthMaxPacketSize:    64 << 10,
 			CloseLinger:             D(2 * time.Second),
 			CloseQuiet:              D(250 * time.Millisecond),
+			ReplyHold:               D(time.Millisecond),
 			AuthFailures:            AuthFailures{PerIP: 20, Window: D(time.Minute), Cooldown: D(time.Minute)},
 		},
 		Auth:         Auth{Mode: AuthModeOpen, ReconnectTokenLifetime: D(5 * time.Minute)},
@@ -583,6 +588,7 @@ func (c Config) Validate() error {
 		"limits.writeTimeout":                    l.WriteTimeout,
 		"limits.closeLinger":                     l.CloseLinger,
 		"limits.closeQuiet":                      l.CloseQuiet,
+		"limits.replyHold":                       l.ReplyHold,
 		"limits.authFailures.window":             l.AuthFailures.Window,
 		"limits.authFailures.cooldown":           l.AuthFailures.Cooldown,
 		"drainTimeout":                           c.DrainTimeout,

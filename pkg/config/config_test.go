@@ -85,6 +85,7 @@ func TestParseErrors(t *testing.T) {
 		{"limits: {preAuthMaxPacketSize: 10}", "limits.preAuthMaxPacketSize: must be 64..67108864"},
 		{"limits: {closeLinger: 0s}", "limits.closeLinger: must be positive"},
 		{"limits: {closeQuiet: -1s}", "limits.closeQuiet: must be positive"},
+		{"limits: {replyHold: 0s}", "limits.replyHold: must be positive"},
 		{"limits: {rateLimit: {bytesBurst: -1}}", "limits.rateLimit: values must not be negative"},
 		{"limits: {authFailures: {perIP: -1}}", "limits.authFailures.perIP: must not be negative"},
 		{"limits: {authFailures: {cooldown: 0s}}", "limits.authFailures.cooldown: must be positive"},
@@ -121,7 +122,7 @@ func TestEdgeLimitDefaults(t *testing.T) {
 func TestEdgeOptions(t *testing.T) {
 	d := Default()
 	if d.Limits.PreAuthMaxPacketSize != 64<<10 || d.Limits.CloseLinger.Duration != 2*time.Second || d.Limits.CloseQuiet.Duration != 250*time.Millisecond ||
-		d.Limits.RateLimit.BytesPerSecond != 0 || d.Limits.RateLimit.BytesBurst != 0 ||
+		d.Limits.ReplyHold.Duration != time.Millisecond || d.Limits.RateLimit.BytesPerSecond != 0 || d.Limits.RateLimit.BytesBurst != 0 ||
 		d.Limits.AuthFailures != (AuthFailures{PerIP: 20, Window: D(time.Minute), Cooldown: D(time.Minute)}) ||
 		len(d.Protocol.AuthenticateMsgIDs.Names()) != 2 {
 		t.Fatalf("defaults: %+v %+v", d.Limits, d.Protocol)
@@ -134,6 +135,7 @@ limits:
   preAuthMaxPacketSize: 1024
   closeLinger: 3s
   closeQuiet: 100ms
+  replyHold: 3ms
   rateLimit: {bytesPerSecond: 5000, bytesBurst: 9000}
   authFailures: {perIP: 3, window: 10s, cooldown: 20s}
 `))
@@ -142,6 +144,7 @@ limits:
 	}
 	if c.Protocol.AuthenticateMsgID != "Login" || len(c.Protocol.AuthenticateMsgIDs.Names()) != 1 || c.Limits.PreAuthMaxPacketSize != 1024 ||
 		c.Limits.CloseLinger.Duration != 3*time.Second || c.Limits.CloseQuiet.Duration != 100*time.Millisecond ||
+		c.Limits.ReplyHold.Duration != 3*time.Millisecond ||
 		c.Limits.RateLimit.BytesPerSecond != 5000 || c.Limits.RateLimit.BytesBurst != 9000 ||
 		c.Limits.AuthFailures != (AuthFailures{PerIP: 3, Window: D(10 * time.Second), Cooldown: D(20 * time.Second)}) {
 		t.Fatalf("parsed: %+v %+v", c.Limits, c.Protocol)

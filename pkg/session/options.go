@@ -81,6 +81,10 @@ type Options struct {
 	// CloseQuiet ends the answering phase early once no request has arrived
 	// for this long (default 250ms): the client has seen the close and stopped.
 	CloseQuiet time.Duration
+	// ReplyHold bounds how long the replies to requests that arrived
+	// together are held so that they leave in one write (default 1ms): when
+	// handling the batch takes longer (a slow handler), what is held goes.
+	ReplyHold time.Duration
 	// InboundBudget bounds the bytes held process-wide by partly received
 	// frames and decompressed request payloads (nil: unlimited); a session
 	// that would pass it closes InboundBudgetExceeded.
@@ -144,6 +148,7 @@ func (o *Options) setDefaults() error {
 	setInt(&o.BytesBurst, d.BytesBurst)
 	setDur(&o.CloseLinger, d.CloseLinger)
 	setDur(&o.CloseQuiet, d.CloseQuiet)
+	setDur(&o.ReplyHold, d.ReplyHold)
 	setDur(&o.AuthFailureWindow, d.AuthFailureWindow)
 	setDur(&o.AuthCooldown, d.AuthCooldown)
 	if o.BytesPerSecond == 0 {
@@ -204,6 +209,7 @@ const (
 	DefaultBytesBurst              = 4 << 20
 	DefaultCloseLinger             = 2 * time.Second
 	DefaultCloseQuiet              = 250 * time.Millisecond
+	DefaultReplyHold               = time.Millisecond
 	DefaultAuthFailuresPerIP       = 20
 	DefaultAuthFailureWindow       = time.Minute
 	DefaultAuthCooldown            = time.Minute
@@ -246,6 +252,7 @@ func DefaultOptions() Options {
 		BytesBurst:              DefaultBytesBurst,
 		CloseLinger:             DefaultCloseLinger,
 		CloseQuiet:              DefaultCloseQuiet,
+		ReplyHold:               DefaultReplyHold,
 		AuthFailuresPerIP:       DefaultAuthFailuresPerIP,
 		AuthFailureWindow:       DefaultAuthFailureWindow,
 		AuthCooldown:            DefaultAuthCooldown,

@@ -91,9 +91,9 @@ func TestManagerGoReturnsAtOnce(t *testing.T) {
 
 // Replies to requests that arrived together are held for one write, but a
 // slow handler in the batch does not hold back the replies before it: they
-// go out within maxReplyHold while it runs.
+// go out within ReplyHold while it runs.
 func TestHeldReplyNotDelayedBySlowHandler(t *testing.T) {
-	h, th := newHarness(t, Options{})
+	h, th := newHarness(t, Options{ReplyHold: 5 * time.Millisecond})
 	rc := h.dial()
 	h.auth(rc, "batch")
 	// Two requests in one write: the echo's reply is held while the slow

@@ -614,7 +614,7 @@ func (s *Session) readLoop() (inputOK bool) {
 	// While more frames are buffered, replies are held, so the replies to
 	// frames that arrived together leave in one write (as a plain server
 	// answers one read with one write); the last frame's dispatch flushes,
-	// or a timer after maxReplyHold (a slow handler in the batch).
+	// or a timer after Options.ReplyHold (a slow handler in the batch).
 	fb, _ := s.conn.(transport.FrameBufferer)
 	held := false
 	defer func() {
@@ -673,21 +673,16 @@ func (s *Session) readLoop() (inputOK bool) {
 	}
 }
 
-// maxReplyHold bounds how long replies to requests that arrived together
-// are held for one write (see readLoop): when dispatching the batch takes
-// longer (a slow handler), a timer lets the replies so far go.
-const maxReplyHold = time.Millisecond
-
 // hold starts holding replies (reader goroutine), with the timer that ends
-// the hold after maxReplyHold; the timer is made on first use, so only
+// the hold after Options.ReplyHold; the timer is made on first use, so only
 // sessions whose requests arrive together have one.
 func (s *Session) hold() {
 	s.out.Hold()
 	if s.holdTimer == nil {
-		s.holdTimer = time.AfterFunc(maxReplyHold, s.out.Flush)
+		s.holdTimer = time.AfterFunc(s.m.opts.ReplyHold, s.out.Flush)
 		return
 	}
-	s.holdTimer.Reset(maxReplyHold)
+	s.holdTimer.Reset(s.m.opts.ReplyHold)
 }
 
 // flushHeld ends a hold (reader goroutine).

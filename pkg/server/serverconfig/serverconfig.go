@@ -134,6 +134,7 @@ func SessionOptions(c config.Config, h session.Handler, log *slog.Logger) (sessi
 		BytesBurst:           c.Limits.RateLimit.BytesBurst,
 		CloseLinger:          c.Limits.CloseLinger.Duration,
 		CloseQuiet:           c.Limits.CloseQuiet.Duration,
+		ReplyHold:            c.Limits.ReplyHold.Duration,
 		AuthFailuresPerIP:    c.Limits.AuthFailures.PerIP,
 		AuthFailureWindow:    c.Limits.AuthFailures.Window.Duration,
 		AuthCooldown:         c.Limits.AuthFailures.Cooldown.Duration,

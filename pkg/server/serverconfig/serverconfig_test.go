@@ -60,7 +60,8 @@ func TestSessionOptionsEdgeValues(t *testing.T) {
 	if o.AuthenticateMsgID != "Login" || o.BytesPerSecond >= 0 || o.AuthFailuresPerIP >= 0 || o.RatePerSecond >= 0 {
 		t.Fatalf("options = %+v", o)
 	}
-	if o.PreAuthMaxPacketSize != 64<<10 || o.CloseLinger != 2*time.Second || o.CloseQuiet != 250*time.Millisecond || o.AuthCooldown != time.Minute {
+	if o.PreAuthMaxPacketSize != 64<<10 || o.CloseLinger != 2*time.Second || o.CloseQuiet != 250*time.Millisecond || o.AuthCooldown != time.Minute ||
+		o.ReplyHold != time.Millisecond {
 		t.Fatalf("options = %+v", o)
 	}
 }
