@@ -87,8 +87,9 @@ func NewWebSocketHandler(opts WebSocketOptions) (*WebSocketHandler, error) {
 		HandshakeTimeout: opts.HandshakeTimeout,
 		ReadBufferSize:   wsReadBuffer,
 		WriteBufferSize:  4 << 10,
-		// Write buffers are borrowed per message and shared by the
-		// handler's connections, so an idle connection holds none.
+		// The library writes only control frames (data messages are
+		// written by wsConn, see wswrite.go); with a pool it keeps no
+		// write buffer per connection.
 		WriteBufferPool: &sync.Pool{},
 		CheckOrigin:     h.checkOrigin,
 	}
