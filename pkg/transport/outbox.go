@@ -117,12 +117,7 @@ func (o *Outbox) Append(encode func(dst []byte) ([]byte, error)) error {
 	o.frames++
 	spawn := !o.held && o.wakeLocked()
 	if spawn && o.direct != nil {
-		// Nothing queued or in flight: write it here.
-		batch := o.buf
-		o.buf, o.frames = nil, 0
-		o.inflight = len(batch)
-		o.mu.Unlock()
-		o.writeDirect(batch)
+		o.writeQueueDirect() // nothing else queued or in flight: write it here
 		return nil
 	}
 	o.mu.Unlock()
@@ -152,15 +147,22 @@ func (o *Outbox) Flush() {
 		return
 	}
 	if o.direct != nil {
-		batch := o.buf
-		o.buf, o.frames = nil, 0
-		o.inflight = len(batch)
-		o.mu.Unlock()
-		o.writeDirect(batch)
+		o.writeQueueDirect()
 		return
 	}
 	o.mu.Unlock()
 	go o.loop()
+}
+
+// writeQueueDirect takes the queue as a batch and writes it in place; it is
+// called with mu held by the caller that has just become the running writer,
+// and unlocks it.
+func (o *Outbox) writeQueueDirect() {
+	batch := o.buf
+	o.buf, o.frames = nil, 0
+	o.inflight = len(batch)
+	o.mu.Unlock()
+	o.writeDirect(batch)
 }
 
 // writeDirect writes batch on the caller's goroutine without waiting, as the
@@ -387,10 +389,7 @@ func (o *Outbox) write(c Conn, batch []byte, writeTimeout time.Duration) error {
 			}
 		}
 		if err := c.WriteFrames(batch[:n]); err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				return fmt.Errorf("%w: no progress writing for %s (%d bytes pending)", ErrSlowConsumer, writeTimeout, o.Pending())
-			}
-			return err
+			return o.writeError(err)
 		}
 		written := batch[:n]
 		batch = batch[n:]
@@ -413,15 +412,21 @@ func (o *Outbox) writeHead(batch []byte) error {
 		}
 	}
 	if err := o.direct.FlushRest(); err != nil {
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return fmt.Errorf("%w: no progress writing for %s (%d bytes pending)", ErrSlowConsumer, o.timeout, o.Pending())
-		}
-		return err
+		return o.writeError(err)
 	}
 	if o.onWrite != nil {
 		o.onWrite(batch)
 	}
 	return nil
+}
+
+// writeError reports a failed write: a missed no-progress deadline as
+// ErrSlowConsumer, anything else as it is.
+func (o *Outbox) writeError(err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("%w: no progress writing for %s (%d bytes pending)", ErrSlowConsumer, o.timeout, o.Pending())
+	}
+	return err
 }
 
 // piece returns the length of the first piece of b: whole frames up to
