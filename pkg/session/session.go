@@ -214,21 +214,31 @@ func (s *Session) send(msgID string, seq uint16, stage int64, code protocol.Erro
 		}
 		if n := protocol.ResponseSize(len(msgID), len(body)) - protocol.LengthSize; n > s.m.opts.MaxPacketSize {
 			tooLarge = true
-			return dst, fmt.Errorf("send %s: %d-byte body exceeds MaxPacketSize %d: %w", msgID, n, s.m.opts.MaxPacketSize, ErrReplyTooLarge)
+			return dst, s.tooLarge(msgID, n)
 		}
 		return protocol.AppendFull(dst, h, msgID, body)
 	})
 	if tooLarge {
-		s.m.stats.unencodable.Add(1)
-		s.m.opts.Logger.Warn("packet too large to encode", "session", s.id, "msgId", msgID, "msgSeq", seq, "err", err)
-		if seq != 0 {
-			// Exactly one answer: the engine answers in the application's place.
-			_ = s.enqueue(true, func(dst []byte) ([]byte, error) {
-				return protocol.AppendFull(dst, protocol.Header{MsgSeq: seq, StageID: stage, ErrorCode: protocol.InternalError}, msgID, nil)
-			})
-		}
+		s.unencodable(msgID, seq, stage, err)
 	}
 	return err
+}
+
+// tooLarge is the error for a packet of msgID whose body would be n bytes.
+func (s *Session) tooLarge(msgID string, n int) error {
+	return fmt.Errorf("send %s: %d-byte body exceeds MaxPacketSize %d: %w", msgID, n, s.m.opts.MaxPacketSize, ErrReplyTooLarge)
+}
+
+// unencodable counts and logs a packet too large to encode; a request is
+// answered InternalError in the application's place (exactly one answer).
+func (s *Session) unencodable(msgID string, seq uint16, stage int64, err error) {
+	s.m.stats.unencodable.Add(1)
+	s.m.opts.Logger.Warn("packet too large to encode", "session", s.id, "msgId", msgID, "msgSeq", seq, "err", err)
+	if seq != 0 {
+		_ = s.enqueue(true, func(dst []byte) ([]byte, error) {
+			return protocol.AppendFull(dst, protocol.Header{MsgSeq: seq, StageID: stage, ErrorCode: protocol.InternalError}, msgID, nil)
+		})
+	}
 }
 
 // ErrReplyTooLarge is returned by Reply, ReplyAs and Push for a packet whose
@@ -784,51 +794,65 @@ func (s *Session) dispatch(body []byte, now time.Time) bool {
 		size += int(h.OriginalSize) // decompressed bytes count too
 	}
 	if !s.charge(size, now) {
-		if s.violation() {
-			s.m.opts.Logger.Info("session rate limited", "session", s.id, "remote", s.remote.String())
-			if p.IsRequest() {
-				_ = s.Reply(p, protocol.RateLimitExceeded, nil)
-			}
-			s.Close(RateLimited)
-			return false
-		}
-		if p.IsRequest() {
-			_ = s.Reply(p, protocol.RateLimitExceeded, nil)
-		}
-		return true
+		return s.overLimit(p)
 	}
 	s.rateViolations = 0
 
 	if h.OriginalSize > 0 {
-		var release func()
-		payload, release, err = s.decompress(payload, int(h.OriginalSize))
-		if err != nil {
-			if errors.Is(err, protocol.ErrBudgetExceeded) {
-				m.stats.budgetExceeded.Add(1)
-				s.protocolViolation(InboundBudgetExceeded, err)
-			} else {
-				s.protocolViolation(BadCompression, err)
-			}
-			return false
-		}
-		defer release()
+		return s.dispatchCompressed(p, payload, int(h.OriginalSize))
 	}
 	p.Payload = payload
+	return s.deliver(p)
+}
+
+// overLimit answers a packet over the session's rate limits and reports
+// whether the session goes on (MaxRateViolations in a row close it).
+func (s *Session) overLimit(p *Packet) bool {
+	if s.violation() {
+		s.m.opts.Logger.Info("session rate limited", "session", s.id, "remote", s.remote.String())
+		if p.IsRequest() {
+			_ = s.Reply(p, protocol.RateLimitExceeded, nil)
+		}
+		s.Close(RateLimited)
+		return false
+	}
+	if p.IsRequest() {
+		_ = s.Reply(p, protocol.RateLimitExceeded, nil)
+	}
+	return true
+}
+
+// dispatchCompressed decompresses an LZ4 request payload, then delivers the
+// packet; the buffer is given back once it has been handled.
+func (s *Session) dispatchCompressed(p *Packet, payload []byte, size int) bool {
+	payload, release, err := s.decompress(payload, size)
+	if err != nil {
+		if errors.Is(err, protocol.ErrBudgetExceeded) {
+			s.m.stats.budgetExceeded.Add(1)
+			s.protocolViolation(InboundBudgetExceeded, err)
+		} else {
+			s.protocolViolation(BadCompression, err)
+		}
+		return false
+	}
+	defer release()
+	p.Payload = payload
+	return s.deliver(p)
+}
+
+// deliver hands a parsed, charged packet to the heartbeat, the auth gate or
+// the application.
+func (s *Session) deliver(p *Packet) bool {
+	m := s.m
 
 	if p.MsgID == m.opts.HeartbeatMsgID {
-		s.heartbeating.Store(true)
-		_ = s.send(p.MsgID, p.MsgSeq, p.StageID, protocol.Success, nil)
-		return true
+		return s.heartbeat(p)
 	}
 	if m.isAuthMsgID(p.MsgID) {
 		return s.authenticate(p)
 	}
 	if !s.authenticated.Load() {
-		if p.IsRequest() {
-			_ = s.Reply(p, protocol.NotAuthenticated, nil)
-		}
-		s.protocolViolation(Unauthenticated, fmt.Errorf("%q before authentication", p.MsgID))
-		return false
+		return s.unauthenticated(p)
 	}
 	obs := m.opts.Observer
 	var start time.Time
@@ -840,6 +864,23 @@ func (s *Session) dispatch(body []byte, now time.Time) bool {
 		obs.HandlerDone(time.Since(start))
 	}
 	return ok
+}
+
+// heartbeat answers a heartbeat; from now on the idle deadline applies.
+func (s *Session) heartbeat(p *Packet) bool {
+	s.heartbeating.Store(true)
+	_ = s.send(p.MsgID, p.MsgSeq, p.StageID, protocol.Success, nil)
+	return true
+}
+
+// unauthenticated refuses an application packet before authentication:
+// the request is answered NotAuthenticated and the session closes.
+func (s *Session) unauthenticated(p *Packet) bool {
+	if p.IsRequest() {
+		_ = s.Reply(p, protocol.NotAuthenticated, nil)
+	}
+	s.protocolViolation(Unauthenticated, fmt.Errorf("%q before authentication", p.MsgID))
+	return false
 }
 
 // decompress decodes an LZ4 request payload into a buffer from the manager's
