@@ -151,10 +151,7 @@ func TestConnectMode(t *testing.T) {
 	for name, s := range servers(t) {
 		for _, tr := range []string{"tcp", "ws"} {
 			t.Run(name+"/"+tr, func(t *testing.T) {
-				addr := s.tcp
-				if tr == "ws" {
-					addr = s.ws
-				}
+				addr := s.addr(tr)
 				var sum connectSummary
 				runJSON(t, &sum, "--mode", "connect", "--addr", addr, "--transport", tr, "--control", s.control,
 					"--sessions", "3", "--duration", "300ms", "--source-ips", "4")
@@ -214,10 +211,7 @@ func TestBroadcastMode(t *testing.T) {
 	for name, s := range servers(t) {
 		for _, tr := range []string{"tcp", "ws"} {
 			t.Run(name+"/"+tr, func(t *testing.T) {
-				addr := s.tcp
-				if tr == "ws" {
-					addr = s.ws
-				}
+				addr := s.addr(tr)
 				var sum broadcastSummary
 				runJSON(t, &sum, "--mode", "broadcast", "--addr", addr, "--transport", tr, "--control", s.control,
 					"--sessions", "50", "--broadcasts", "20", "--payload", "256", "--connect-rate", "2000")

@@ -93,6 +93,18 @@ func (b *lockedBuffer) String() string {
 	return b.buf.String()
 }
 
+// resumePair starts two server processes signing with the key files given
+// and one forwarder in front of their WebSocket (ws) or TCP listeners.
+func resumePair(t *testing.T, ws bool, firstKey, secondKey string) (first, second *serverProcess, fwd *forwarder) {
+	t.Helper()
+	first = startServerProcess(t, "first", resumeServerConfig(firstKey))
+	second = startServerProcess(t, "second", resumeServerConfig(secondKey))
+	if ws {
+		return first, second, newForwarder(t, first.ws, second.ws)
+	}
+	return first, second, newForwarder(t, first.tcp, second.tcp)
+}
+
 // startServerProcess runs the server binary with the given YAML (on free
 // loopback ports, JSON logs) and learns its addresses from its log. The
 // process is killed at the end of the test.
@@ -307,10 +319,8 @@ func TestResumeAcrossServerProcesses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the server binary")
 	}
-	keyFile := writeKey(t, "resume-test-signing-key-0123456789")
-	first := startServerProcess(t, "first", resumeServerConfig(keyFile))
-	second := startServerProcess(t, "second", resumeServerConfig(keyFile))
-	fwd := newForwarder(t, first.tcp, second.tcp)
+	key := writeKey(t, "resume-test-signing-key-0123456789")
+	first, second, fwd := resumePair(t, false, key, key)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 	defer cancel()
@@ -522,10 +532,8 @@ func TestResumeOverWebSocketProcesses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the server binary")
 	}
-	keyFile := writeKey(t, "resume-test-signing-key-websocket")
-	first := startServerProcess(t, "first", resumeServerConfig(keyFile))
-	second := startServerProcess(t, "second", resumeServerConfig(keyFile))
-	fwd := newForwarder(t, first.ws, second.ws)
+	key := writeKey(t, "resume-test-signing-key-websocket")
+	first, second, fwd := resumePair(t, true, key, key)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 	defer cancel()
 
@@ -560,9 +568,7 @@ func TestResumeRefusedByServerProcess(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the server binary")
 	}
-	first := startServerProcess(t, "first", resumeServerConfig(writeKey(t, "resume-test-signing-key-number-one")))
-	second := startServerProcess(t, "second", resumeServerConfig(writeKey(t, "resume-test-signing-key-number-two")))
-	fwd := newForwarder(t, first.tcp, second.tcp)
+	first, _, fwd := resumePair(t, false, writeKey(t, "resume-test-signing-key-number-one"), writeKey(t, "resume-test-signing-key-number-two"))
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 	defer cancel()
 
