@@ -292,6 +292,10 @@ type Limits struct {
 	// together are held to leave in one write (a slow handler in such a
 	// batch does not hold back the replies before it for longer).
 	ReplyHold Duration `json:"replyHold"`
+	// IdlePark is how long a TCP or TLS-TCP session may read nothing before
+	// its reader goroutine ends and its socket waits in the engine's poller
+	// (no stack held while idle); 0s disables parking.
+	IdlePark Duration `json:"idlePark"`
 	// AuthFailures is the per-IP failed-authentication budget.
 	AuthFailures AuthFailures `json:"authFailures"`
 }
@@ -412,6 +416,7 @@ func Default() Config {
 			CloseLinger:             D(2 * time.Second),
 			CloseQuiet:              D(250 * time.Millisecond),
 			ReplyHold:               D(time.Millisecond),
+			IdlePark:                D(5 * time.Second),
 			AuthFailures:            AuthFailures{PerIP: 20, Window: D(time.Minute), Cooldown: D(time.Minute)},
 		},
 		Auth:         Auth{Mode: AuthModeOpen, ReconnectTokenLifetime: D(5 * time.Minute)},
@@ -574,6 +579,9 @@ func (c Config) Validate() error {
 	if l.PreAuthMaxPacketSize < 64 || l.PreAuthMaxPacketSize > 64<<20 {
 		// Above maxPacketSize it has no effect: the smaller limit applies.
 		bad("limits.preAuthMaxPacketSize", "must be 64..67108864, got %d", l.PreAuthMaxPacketSize)
+	}
+	if l.IdlePark.Duration < 0 {
+		bad("limits.idlePark", "must not be negative (0s disables parking), got %s", l.IdlePark.Duration)
 	}
 	if l.AuthFailures.PerIP < 0 {
 		bad("limits.authFailures.perIP", "must not be negative, got %d", l.AuthFailures.PerIP)

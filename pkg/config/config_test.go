@@ -86,6 +86,7 @@ func TestParseErrors(t *testing.T) {
 		{"limits: {closeLinger: 0s}", "limits.closeLinger: must be positive"},
 		{"limits: {closeQuiet: -1s}", "limits.closeQuiet: must be positive"},
 		{"limits: {replyHold: 0s}", "limits.replyHold: must be positive"},
+		{"limits: {idlePark: -1s}", "limits.idlePark: must not be negative"},
 		{"limits: {rateLimit: {bytesBurst: -1}}", "limits.rateLimit: values must not be negative"},
 		{"limits: {authFailures: {perIP: -1}}", "limits.authFailures.perIP: must not be negative"},
 		{"limits: {authFailures: {cooldown: 0s}}", "limits.authFailures.cooldown: must be positive"},
@@ -122,7 +123,7 @@ func TestEdgeLimitDefaults(t *testing.T) {
 func TestEdgeOptions(t *testing.T) {
 	d := Default()
 	if d.Limits.PreAuthMaxPacketSize != 64<<10 || d.Limits.CloseLinger.Duration != 2*time.Second || d.Limits.CloseQuiet.Duration != 250*time.Millisecond ||
-		d.Limits.ReplyHold.Duration != time.Millisecond || d.Limits.RateLimit.BytesPerSecond != 0 || d.Limits.RateLimit.BytesBurst != 0 ||
+		d.Limits.ReplyHold.Duration != time.Millisecond || d.Limits.IdlePark.Duration != 5*time.Second || d.Limits.RateLimit.BytesPerSecond != 0 || d.Limits.RateLimit.BytesBurst != 0 ||
 		d.Limits.AuthFailures != (AuthFailures{PerIP: 20, Window: D(time.Minute), Cooldown: D(time.Minute)}) ||
 		len(d.Protocol.AuthenticateMsgIDs.Names()) != 2 {
 		t.Fatalf("defaults: %+v %+v", d.Limits, d.Protocol)
@@ -136,6 +137,7 @@ limits:
   closeLinger: 3s
   closeQuiet: 100ms
   replyHold: 3ms
+  idlePark: 0s
   rateLimit: {bytesPerSecond: 5000, bytesBurst: 9000}
   authFailures: {perIP: 3, window: 10s, cooldown: 20s}
 `))
@@ -144,7 +146,7 @@ limits:
 	}
 	if c.Protocol.AuthenticateMsgID != "Login" || len(c.Protocol.AuthenticateMsgIDs.Names()) != 1 || c.Limits.PreAuthMaxPacketSize != 1024 ||
 		c.Limits.CloseLinger.Duration != 3*time.Second || c.Limits.CloseQuiet.Duration != 100*time.Millisecond ||
-		c.Limits.ReplyHold.Duration != 3*time.Millisecond ||
+		c.Limits.ReplyHold.Duration != 3*time.Millisecond || c.Limits.IdlePark.Duration != 0 ||
 		c.Limits.RateLimit.BytesPerSecond != 5000 || c.Limits.RateLimit.BytesBurst != 9000 ||
 		c.Limits.AuthFailures != (AuthFailures{PerIP: 3, Window: D(10 * time.Second), Cooldown: D(20 * time.Second)}) {
 		t.Fatalf("parsed: %+v %+v", c.Limits, c.Protocol)

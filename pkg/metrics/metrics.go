@@ -144,6 +144,7 @@ var (
 	descAuthFailures  = desc("auth_failures_total", "Failed authentications.")
 	descSlowConsumers = desc("slow_consumers_total", "Sessions closed as slow consumers.")
 	descUnencodable   = desc("unencodable_replies_total", "Packets the application sent that could not be encoded (over maxPacketSize); a request among them was answered with ErrorCode 99 instead.")
+	descParked        = desc("sessions_parked", "Open sessions whose reader is parked: idle for limits.idlePark, they hold no goroutine until input arrives.")
 	descDraining      = desc("draining", "1 while the server is draining, else 0.")
 	descCertExpiry    = desc("tls_cert_expiry_timestamp_seconds", "Expiry of the served TLS certificate, as a Unix timestamp (absent without TLS).")
 )
@@ -152,7 +153,7 @@ var (
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descActive, descConnections, descDisconnects, descRejected,
 		descPacketsIn, descPacketsOut, descBytesIn, descBytesOut, descRateLimited, descAuthFailures,
-		descSlowConsumers, descUnencodable, descDraining, descCertExpiry} {
+		descSlowConsumers, descUnencodable, descParked, descDraining, descCertExpiry} {
 		ch <- d
 	}
 }
@@ -189,6 +190,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descAuthFailures, st.AuthFailures)
 	counter(descSlowConsumers, st.Closed[session.SlowConsumer])
 	counter(descUnencodable, st.UnencodableReplies)
+	ch <- prometheus.MustNewConstMetric(descParked, prometheus.GaugeValue, float64(st.Parked))
 	draining := 0.0
 	if src.draining != nil && src.draining() {
 		draining = 1

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync/atomic"
 )
 
@@ -86,7 +87,9 @@ func (fr *FrameReader) SetBufferPool(p *BufferPool) { fr.pool = p }
 // Next returns the body of the next frame. The slice is valid until the next
 // call. At a clean end of stream between frames it returns io.EOF; a stream that
 // ends inside a frame returns io.ErrUnexpectedEOF; an invalid length returns an
-// error wrapping ErrFrameTooLarge or ErrMalformedFrame. Errors are sticky.
+// error wrapping ErrFrameTooLarge or ErrMalformedFrame. Errors are sticky,
+// except a read deadline's (os.ErrDeadlineExceeded): Next can be called
+// again and goes on with the frame it was reading.
 func (fr *FrameReader) Next() ([]byte, error) {
 	if fr.err != nil {
 		return nil, fr.err
@@ -169,7 +172,17 @@ func (fr *FrameReader) FrameBuffered() bool {
 	return err != nil || fr.end-fr.start >= LengthSize+n
 }
 
+// fail records a read error as sticky, except a deadline: as with a
+// net.Conn, a read that timed out can be tried again once the deadline is
+// moved, and goes on where it stopped (a partial frame stays buffered). With
+// nothing buffered, the borrowed buffer goes back before the caller waits.
 func (fr *FrameReader) fail(err error, midFrame bool) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		if fr.start == fr.end {
+			fr.idle()
+		}
+		return err
+	}
 	if errors.Is(err, io.EOF) && midFrame {
 		err = io.ErrUnexpectedEOF
 	}

@@ -86,8 +86,16 @@ func (th *testHandler) OnDisconnect(s *Session, reason CloseReason) {
 	th.h.gone <- disconnect{s, reason}
 }
 
-// newHarness starts a manager with opts (Handler filled in) on 127.0.0.1:0.
+// newHarness starts a manager with opts (Handler filled in) on 127.0.0.1:0;
+// each connection is served with Manager.Serve.
 func newHarness(t *testing.T, opts Options) (*harness, *testHandler) {
+	t.Helper()
+	return startHarness(t, opts, (*Manager).Serve)
+}
+
+// startHarness is newHarness serving each connection with serve
+// (Manager.Serve or Manager.Go).
+func startHarness(t *testing.T, opts Options, serve func(*Manager, transport.Conn, *Admission)) (*harness, *testHandler) {
 	t.Helper()
 	h := &harness{t: t, gone: make(chan disconnect, 1024), byID: map[uint64]CloseReason{}}
 	th := &testHandler{h: h, release: make(chan struct{}), entered: make(chan uint64, 16)}
@@ -112,7 +120,7 @@ func newHarness(t *testing.T, opts Options) (*harness, *testHandler) {
 	go func() {
 		defer close(done)
 		_ = transport.Serve(ctx, ln, transport.AcceptOptions{Logger: opts.Logger}, func(c net.Conn) {
-			mgr.Serve(transport.NewStreamConn(c, transport.KindTCP, mgr.Options().MaxPacketSize), nil)
+			serve(mgr, transport.NewStreamConn(c, transport.KindTCP, mgr.Options().MaxPacketSize), nil)
 		})
 	}()
 	t.Cleanup(func() {

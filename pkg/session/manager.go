@@ -17,7 +17,9 @@ import (
 // the registry by id and by account, and shutdown. Session ids are unique
 // across every transport the manager serves.
 type Manager struct {
-	opts Options
+	opts   Options
+	poller *transport.Poller // parked readers (nil when Options.IdlePark is negative)
+	parked atomic.Int64      // sessions whose reader is parked
 
 	nextID atomic.Uint64
 
@@ -72,6 +74,9 @@ func (st *stats) kind(k transport.Kind) *kindStats {
 type Stats struct {
 	// Active is the number of open sessions.
 	Active int
+	// Parked is the number of open sessions whose reader is parked (see
+	// Options.IdlePark).
+	Parked int
 	// Accepted counts connections that became sessions.
 	Accepted uint64
 	// Rejected counts refused connections by reason.
@@ -131,6 +136,9 @@ func NewManager(opts Options) (*Manager, error) {
 		stages:   make(map[int64]map[*Session]struct{}),
 		perIP:    make(map[netip.Prefix]int),
 		authFail: authFailures{m: make(map[netip.Prefix]*ipFailures)},
+	}
+	if opts.IdlePark > 0 {
+		m.poller = transport.NewPoller()
 	}
 	m.compPool.New = func() any { return &protocol.Compressor{Threshold: opts.CompressionThreshold} }
 	m.decompPool.New = func() any { return new([]byte) }
@@ -243,7 +251,7 @@ func (m *Manager) CountReject(r RejectReason) {
 func (m *Manager) Serve(c transport.Conn, adm *Admission) {
 	if adm = m.admitted(c, adm); adm != nil {
 		m.enter()
-		m.serve(c, adm)
+		m.serve(c, adm, false)
 	}
 }
 
@@ -255,7 +263,7 @@ func (m *Manager) Serve(c transport.Conn, adm *Admission) {
 func (m *Manager) Go(c transport.Conn, adm *Admission) {
 	if adm = m.admitted(c, adm); adm != nil {
 		m.enter()
-		go m.serve(c, adm)
+		go m.serve(c, adm, true)
 	}
 }
 
@@ -274,11 +282,13 @@ func (m *Manager) admitted(c transport.Conn, adm *Admission) *Admission {
 	return adm
 }
 
-// serve runs a session counted by enter, then releases adm.
-func (m *Manager) serve(c transport.Conn, adm *Admission) {
-	defer adm.Release()
-	defer m.leave()
+// serve runs a session counted by enter; the session releases adm when it
+// ends. With mayPark, the session's reader may park while idle (see
+// park.go), so serve can return before the session ends.
+func (m *Manager) serve(c transport.Conn, adm *Admission, mayPark bool) {
 	s := m.newSession(c)
+	s.adm = adm
+	s.canPark = mayPark && m.poller != nil
 	s.ks.accepted.Add(1)
 	s.run()
 }
@@ -553,6 +563,7 @@ func (m *Manager) Wait(ctx context.Context) error {
 func (m *Manager) Stats() Stats {
 	st := Stats{
 		Active:       m.Count(),
+		Parked:       int(m.parked.Load()),
 		Rejected:     make(map[RejectReason]uint64),
 		Closed:       make(map[CloseReason]uint64),
 		AuthFailures: m.stats.authFailed.Load(),

@@ -85,6 +85,14 @@ type Options struct {
 	// together are held so that they leave in one write (default 1ms): when
 	// handling the batch takes longer (a slow handler), what is held goes.
 	ReplyHold time.Duration
+	// IdlePark is how long a session on a stream transport (TCP, TLS-TCP)
+	// may read nothing before its reader goroutine ends and the socket waits
+	// in the manager's poller instead (default 5s; negative disables): an
+	// idle session then holds no goroutine stack. Input, the peer's close,
+	// the session's close and a heartbeating session's idle deadline start a
+	// fresh reader. Only sessions started with Manager.Go park (Serve
+	// blocks for the session's life), and only on Linux.
+	IdlePark time.Duration
 	// InboundBudget bounds the bytes held process-wide by partly received
 	// frames and decompressed request payloads (nil: unlimited); a session
 	// that would pass it closes InboundBudgetExceeded.
@@ -149,6 +157,9 @@ func (o *Options) setDefaults() error {
 	setDur(&o.CloseLinger, d.CloseLinger)
 	setDur(&o.CloseQuiet, d.CloseQuiet)
 	setDur(&o.ReplyHold, d.ReplyHold)
+	if o.IdlePark == 0 {
+		o.IdlePark = d.IdlePark
+	}
 	setDur(&o.AuthFailureWindow, d.AuthFailureWindow)
 	setDur(&o.AuthCooldown, d.AuthCooldown)
 	if o.BytesPerSecond == 0 {
@@ -210,6 +221,7 @@ const (
 	DefaultCloseLinger             = 2 * time.Second
 	DefaultCloseQuiet              = 250 * time.Millisecond
 	DefaultReplyHold               = time.Millisecond
+	DefaultIdlePark                = 5 * time.Second
 	DefaultAuthFailuresPerIP       = 20
 	DefaultAuthFailureWindow       = time.Minute
 	DefaultAuthCooldown            = time.Minute
@@ -253,6 +265,7 @@ func DefaultOptions() Options {
 		CloseLinger:             DefaultCloseLinger,
 		CloseQuiet:              DefaultCloseQuiet,
 		ReplyHold:               DefaultReplyHold,
+		IdlePark:                DefaultIdlePark,
 		AuthFailuresPerIP:       DefaultAuthFailuresPerIP,
 		AuthFailureWindow:       DefaultAuthFailureWindow,
 		AuthCooldown:            DefaultAuthCooldown,

@@ -85,6 +85,16 @@ type Session struct {
 
 	pingTimer *time.Timer // WebSocket liveness (see watchLiveness)
 
+	// Parking (see park.go); parking and the timer's arming are under lmu.
+	adm          *Admission    // released when the session ends
+	writerDone   chan struct{} // closed once the writer has half-closed or failed
+	canPark      bool          // started by Manager.Go on a connection that can park
+	idleTimer    *time.Timer   // asks an idle reader to park; wakes a parked one at its idle deadline
+	parking      *transport.Parking
+	parkReq      atomic.Bool // the idle timer has cut the read short so the reader parks
+	keepDeadline bool        // reader: the next read keeps idleDeadline (the read was parked)
+	idleDeadline time.Time   // reader: the idle deadline of the current read (heartbeating sessions)
+
 	authTimer *time.Timer
 }
 
@@ -307,6 +317,7 @@ func (s *Session) startClosing() {
 	s.lastIn = s.closeAt
 	s.quiet = time.AfterFunc(s.m.opts.CloseQuiet, s.quietCheck)
 	s.lmu.Unlock()
+	s.unpark() // a parked reader goes on with the lingering close
 }
 
 // quietCheck ends the answering phase of a lingering close once no request
@@ -335,6 +346,7 @@ func (s *Session) abort(reason CloseReason, err error) {
 	s.aborted.Store(true)
 	s.out.Abort()
 	s.late().Abort()
+	s.unpark()
 	s.conn.Close()
 }
 
@@ -390,24 +402,40 @@ func (s *Session) countWritten(b []byte) {
 }
 
 // run is the session's life: writer, reader loop, lingering close, then
-// teardown.
+// teardown. It returns early when the reader parks (see park.go): a fresh
+// goroutine then goes on with read.
 func (s *Session) run() {
-	writerDone, ok := s.open()
-	if !ok {
+	if !s.open() {
+		s.end()
 		return
 	}
-	// Only run and readLoop are on the stack while the reader waits: open
-	// and teardown keep their frames (handler calls, log arguments) off it,
-	// so the garbage collector can shrink an idle session's stack.
-	inputOK := s.readLoop()
-	s.teardown(inputOK, writerDone)
+	s.read()
+}
+
+// read runs the reader loop and, unless the reader parks, the end of the
+// session. Only read and readLoop are on the stack while the reader waits:
+// open and teardown keep their frames (handler calls, log arguments) off it,
+// so the garbage collector can shrink an idle session's stack.
+func (s *Session) read() {
+	state := s.readLoop()
+	if state == readParked {
+		return
+	}
+	s.teardown(state == readClosing)
+	s.end()
+}
+
+// end gives back what Manager.serve took for the session.
+func (s *Session) end() {
+	s.m.leave()
+	s.adm.Release()
 }
 
 // open runs OnConnect, starts the writer and registers the session. It
 // reports false when the session ends at once (refused or panicked).
 //
 //go:noinline
-func (s *Session) open() (writerDone chan struct{}, ok bool) {
+func (s *Session) open() (ok bool) {
 	m := s.m
 	// Before authentication frames are bounded by PreAuthMaxPacketSize.
 	s.conn.SetReadLimit(min(m.opts.PreAuthMaxPacketSize, m.opts.MaxPacketSize))
@@ -416,34 +444,36 @@ func (s *Session) open() (writerDone chan struct{}, ok bool) {
 	if !s.guard("OnConnect", nil, func() { refused = m.opts.Handler.OnConnect(s) }) {
 		s.conn.Close()
 		s.ks.closed[HandlerPanic].Add(1)
-		return nil, false
+		return false
 	}
 	if refused != nil {
 		m.opts.Logger.Info("session refused by handler", "session", s.id, "remote", s.remote.String(), "err", refused)
 		s.setReason(Refused)
 		s.conn.Close()
 		s.ks.closed[Refused].Add(1)
-		return nil, false
+		return false
 	}
 	s.ks.active.Add(1)
-	writerDone = make(chan struct{})
-	s.startWriting(writerDone)
+	s.writerDone = make(chan struct{})
+	s.startWriting(s.writerDone)
 	s.authTimer = time.AfterFunc(m.opts.AuthTimeout, s.authExpired)
 	m.register(s)
 	s.watchLiveness()
-	return writerDone, true
+	s.watchIdle()
+	return true
 }
 
 // teardown is the end of the session's life: lingering close, counters,
 // registry, OnDisconnect.
 //
 //go:noinline
-func (s *Session) teardown(inputOK bool, writerDone <-chan struct{}) {
+func (s *Session) teardown(inputOK bool) {
 	m := s.m
-	s.linger(inputOK, writerDone)
+	s.linger(inputOK, s.writerDone)
 
 	s.authTimer.Stop()
 	s.stopLiveness()
+	s.stopIdle()
 	s.lmu.Lock()
 	if s.quiet != nil {
 		s.quiet.Stop()
@@ -555,6 +585,9 @@ func (s *Session) linger(inputOK bool, writerDone <-chan struct{}) {
 		s.lmu.Unlock()
 		body, err := s.conn.ReadFrame()
 		if err != nil {
+			if s.parkCut(err) {
+				continue // the idle timer cut the read just before the close point
+			}
 			break
 		}
 		s.countIn(len(body), time.Now())
@@ -617,10 +650,18 @@ func (s *Session) countIn(bodyLen int, now time.Time) {
 	}
 }
 
-// readLoop reads and dispatches frames until the connection fails or the
-// session reaches its close point. It reports whether the input still parses
-// (so the lingering close can go on reading frames).
-func (s *Session) readLoop() (inputOK bool) {
+// readState is how readLoop ended.
+type readState uint8
+
+const (
+	readClosing readState = iota // at the close point, input still parses: linger reads on
+	readFailed                   // the input failed or no longer parses
+	readParked                   // the reader parked: another goroutine goes on
+)
+
+// readLoop reads and dispatches frames until the connection fails, the
+// session reaches its close point, or the reader parks.
+func (s *Session) readLoop() readState {
 	// While more frames are buffered, replies are held, so the replies to
 	// frames that arrived together leave in one write (as a plain server
 	// answers one read with one write); the last frame's dispatch flushes,
@@ -634,27 +675,47 @@ func (s *Session) readLoop() (inputOK bool) {
 	}()
 	for {
 		// The idle deadline applies to sessions that have shown they
-		// heartbeat; the others are watched by watchLiveness.
+		// heartbeat; the others are watched by watchLiveness. A parked
+		// read keeps the deadline it had.
 		var deadline time.Time
 		if s.heartbeating.Load() {
-			deadline = time.Now().Add(s.m.opts.HeartbeatTimeout)
+			if !s.keepDeadline {
+				s.idleDeadline = time.Now().Add(s.m.opts.HeartbeatTimeout)
+			}
+			deadline = s.idleDeadline
 		}
+		s.keepDeadline = false
 		if s.isClosing() {
-			return true
+			return readClosing
 		}
 		// No deadline before and none now: nothing to change (the common
 		// case of a client that does not heartbeat).
 		if !deadline.IsZero() || s.readDeadline {
 			if err := s.conn.SetReadDeadline(deadline); err != nil {
 				s.Close(ReadError)
-				return false
+				return readFailed
 			}
 			s.readDeadline = !deadline.IsZero()
 		}
 		body, err := s.conn.ReadFrame()
 		if err != nil {
+			if s.parkCut(err) {
+				// Cut short by the idle timer, not by the idle deadline
+				// (heartbeating sessions check theirs here).
+				s.readDeadline = true
+				if deadline.IsZero() || time.Now().Before(deadline) {
+					if held {
+						s.flushHeld()
+						held = false
+					}
+					if s.park() {
+						return readParked
+					}
+					continue
+				}
+			}
 			s.readFailed(err)
-			return false
+			return readFailed
 		}
 		now := time.Now()
 		s.countIn(len(body), now)
@@ -662,7 +723,7 @@ func (s *Session) readLoop() (inputOK bool) {
 		// packet never reaches the application.
 		if s.isClosing() {
 			s.answerClosed(body)
-			return true
+			return readClosing
 		}
 		more := fb != nil && fb.FrameBuffered()
 		if more && !held {
@@ -678,7 +739,7 @@ func (s *Session) readLoop() (inputOK bool) {
 		// idle session does not keep a large frame's buffer alive.
 		s.pkt.Payload = nil
 		if !ok || s.isClosing() {
-			return true
+			return readClosing
 		}
 	}
 }

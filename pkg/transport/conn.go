@@ -78,11 +78,12 @@ type Conn interface {
 // streamConn frames a byte stream (TCP or TLS over TCP).
 type streamConn struct {
 	net.Conn
-	w    progressWriter
-	fr   protocol.FrameReader // in the same allocation: one less object per read
-	raw  syscall.RawConn      // the plain TCP socket for direct writes, or nil
-	rest []byte               // left by TryWriteFrames for FlushRest
-	kind Kind
+	w      progressWriter
+	fr     protocol.FrameReader // in the same allocation: one less object per read
+	raw    syscall.RawConn      // the plain TCP socket for direct writes, or nil
+	rest   []byte               // left by TryWriteFrames for FlushRest
+	kind   Kind
+	noPark bool // StreamOptions.DisableParking
 }
 
 // StreamOptions tune a stream connection.
@@ -108,6 +109,13 @@ type StreamOptions struct {
 	// through *tls.Conn), so set this for a wrapper whose Write changes the
 	// bytes.
 	DisableDirectWrites bool
+	// DisableParking makes ReadSocket return nil, so a session on this
+	// connection keeps its reader goroutine while idle (see Parker). By
+	// default the TCP socket is found through wrappers that expose
+	// NetConn(), including *tls.Conn; every wrapper's Read must read its
+	// inner connection only when it has nothing buffered (as crypto/tls
+	// and bufio.Reader do), so set this for one that does otherwise.
+	DisableParking bool
 }
 
 // sharedBuffers lends 4 KiB buffers to stream connections that name no pool
@@ -127,7 +135,7 @@ func NewStreamConnWith(c net.Conn, kind Kind, opts StreamOptions) Conn {
 	if opts.ReadBuffers == nil {
 		opts.ReadBuffers = sharedBuffers
 	}
-	sc := &streamConn{Conn: c, w: progressWriter{c: c}, kind: kind}
+	sc := &streamConn{Conn: c, w: progressWriter{c: c}, kind: kind, noPark: opts.DisableParking}
 	var r io.Reader = c
 	if opts.Reader != nil {
 		r = opts.Reader

@@ -135,12 +135,16 @@ func SessionOptions(c config.Config, h session.Handler, log *slog.Logger) (sessi
 		CloseLinger:          c.Limits.CloseLinger.Duration,
 		CloseQuiet:           c.Limits.CloseQuiet.Duration,
 		ReplyHold:            c.Limits.ReplyHold.Duration,
+		IdlePark:             c.Limits.IdlePark.Duration,
 		AuthFailuresPerIP:    c.Limits.AuthFailures.PerIP,
 		AuthFailureWindow:    c.Limits.AuthFailures.Window.Duration,
 		AuthCooldown:         c.Limits.AuthFailures.Cooldown.Duration,
 	}
 	if c.Limits.AuthFailures.PerIP == 0 {
 		o.AuthFailuresPerIP = -1
+	}
+	if c.Limits.IdlePark.Duration == 0 {
+		o.IdlePark = -1 // 0s disables parking
 	}
 	if c.Limits.RateLimit.PacketsPerSecond == 0 {
 		o.RatePerSecond = -1

@@ -61,8 +61,12 @@ func TestSessionOptionsEdgeValues(t *testing.T) {
 		t.Fatalf("options = %+v", o)
 	}
 	if o.PreAuthMaxPacketSize != 64<<10 || o.CloseLinger != 2*time.Second || o.CloseQuiet != 250*time.Millisecond || o.AuthCooldown != time.Minute ||
-		o.ReplyHold != time.Millisecond {
+		o.ReplyHold != time.Millisecond || o.IdlePark != 5*time.Second {
 		t.Fatalf("options = %+v", o)
+	}
+	c.Limits.IdlePark = config.D(0)
+	if o, err = SessionOptions(c, session.HandlerFuncs{}, nil); err != nil || o.IdlePark >= 0 {
+		t.Fatalf("idlePark 0s: IdlePark = %v (%v), want negative (disabled)", o.IdlePark, err)
 	}
 }
 

@@ -1,0 +1,321 @@
+package session
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"log/slog"
+	"net"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/playhouse-k8s/playhouse/internal/testcert"
+	"github.com/playhouse-k8s/playhouse/pkg/protocol"
+	"github.com/playhouse-k8s/playhouse/pkg/transport"
+)
+
+// parkOptions park a reader after 50ms without input.
+func parkOptions() Options {
+	return Options{IdlePark: 50 * time.Millisecond, HeartbeatTimeout: time.Minute, CloseLinger: 500 * time.Millisecond}
+}
+
+// newParkHarness serves with Manager.Go, whose sessions may park.
+func newParkHarness(t *testing.T, opts Options) (*harness, *testHandler) {
+	t.Helper()
+	return startHarness(t, opts, (*Manager).Go)
+}
+
+func waitParked(t *testing.T, m *Manager, n int) {
+	t.Helper()
+	waitFor(t, "sessions parked", func() bool { return m.Stats().Parked == n })
+}
+
+// Idle sessions give up their reader goroutines, and each resumes on input:
+// the requests of every client are answered, and the sessions park again.
+func TestIdleReadersParkAndResume(t *testing.T) {
+	h, _ := newParkHarness(t, parkOptions())
+	const n = 20
+	base := runtime.NumGoroutine()
+	clients := make([]*rawClient, n)
+	for i := range clients {
+		clients[i] = h.dial()
+		h.auth(clients[i], "p"+string(rune('a'+i)))
+	}
+	waitParked(t, h.mgr, n)
+	// The accept loop and the poller's goroutine are all that is left.
+	if extra := runtime.NumGoroutine() - base; extra >= n/2 {
+		t.Fatalf("%d goroutines more than before %d parked sessions", extra, n)
+	}
+	for round := range 2 {
+		for i, rc := range clients {
+			rc.send("EchoRequest", uint16(10+round), 0, []byte{byte(i), byte(round)})
+		}
+		for i, rc := range clients {
+			r := rc.read()
+			if r.MsgSeq != uint16(10+round) || len(r.Payload) != 2 || r.Payload[0] != byte(i) || r.Payload[1] != byte(round) {
+				t.Fatalf("client %d round %d: reply %+v", i, round, r)
+			}
+		}
+		waitParked(t, h.mgr, n)
+	}
+	if st := h.mgr.Stats(); st.Active != n {
+		t.Fatalf("%d sessions active, want %d", st.Active, n)
+	}
+}
+
+// A frame whose first bytes arrived before the reader parked is completed
+// by the bytes after it.
+func TestParkedReaderKeepsPartialFrame(t *testing.T) {
+	h, _ := newParkHarness(t, parkOptions())
+	rc := h.dial()
+	h.auth(rc, "partial")
+	req := frame(t, "EchoRequest", 7, 0, []byte("split across a park"))
+	rc.write(req[:3])
+	waitParked(t, h.mgr, 1)
+	rc.write(req[3:])
+	if r := rc.read(); r.MsgSeq != 7 || string(r.Payload) != "split across a park" {
+		t.Fatalf("reply %+v", r)
+	}
+}
+
+// A heartbeating session that parks keeps its idle deadline: it ends
+// IdleTimeout once HeartbeatTimeout has passed since its last input, not
+// sooner and not never; one that heartbeats in time stays open across many
+// parks.
+func TestParkedSessionKeepsIdleDeadline(t *testing.T) {
+	const hb = 600 * time.Millisecond
+	h, _ := newParkHarness(t, Options{IdlePark: 50 * time.Millisecond, HeartbeatTimeout: hb})
+
+	live := h.dial()
+	h.auth(live, "live")
+	start := time.Now()
+	for i := range 15 { // each round waits for a park (>= 50ms): longer than hb in all
+		live.send("@Heart@Beat@", 0, 0, nil)
+		if r := live.read(); r.ID != "@Heart@Beat@" {
+			t.Fatalf("heartbeat %d reply %+v", i, r)
+		}
+		waitParked(t, h.mgr, 1)
+	}
+	if time.Since(start) <= hb {
+		t.Fatalf("the rounds took %s, not longer than the heartbeat timeout", time.Since(start))
+	}
+	live.send("EchoRequest", 3, 0, []byte("still here"))
+	if r := live.read(); string(r.Payload) != "still here" {
+		t.Fatalf("reply %+v", r)
+	}
+
+	quiet := h.dial()
+	s := h.auth(quiet, "quiet")
+	sent := time.Now()
+	quiet.send("@Heart@Beat@", 0, 0, nil)
+	quiet.read()
+	if got := h.waitReason(s.ID()); got != IdleTimeout {
+		t.Fatalf("close reason %v, want IdleTimeout", got)
+	}
+	if d := time.Since(sent); d < hb {
+		t.Fatalf("closed %s after the last heartbeat, before the %s timeout", d, hb)
+	}
+	quiet.expectClosed()
+}
+
+// Closing, kicking or aborting a parked session, or the client closing,
+// ends it with its reason.
+func TestParkedSessionEnds(t *testing.T) {
+	h, _ := newParkHarness(t, parkOptions())
+	kicked, closed, aborted, gone := h.dial(), h.dial(), h.dial(), h.dial()
+	sk := h.auth(kicked, "kicked")
+	sc := h.auth(closed, "closed")
+	sa := h.auth(aborted, "aborted")
+	sg := h.auth(gone, "gone")
+	waitParked(t, h.mgr, 4)
+
+	sk.Kick("bye")
+	if r := kicked.read(); r.ID != KickMsgID {
+		t.Fatalf("kicked client read %+v", r)
+	}
+	kicked.expectClosed()
+	if got := h.waitReason(sk.ID()); got != Kicked {
+		t.Fatalf("kicked: reason %v", got)
+	}
+
+	sc.Close(AppClosed)
+	// The lingering close answers a request read after the close point.
+	closed.send("EchoRequest", 9, 0, nil)
+	if r := closed.read(); r.MsgSeq != 9 || r.ErrorCode != protocol.ServerDraining {
+		t.Fatalf("request after the close point: %+v", r)
+	}
+	closed.expectClosed()
+	if got := h.waitReason(sc.ID()); got != AppClosed {
+		t.Fatalf("closed: reason %v", got)
+	}
+
+	waitParked(t, h.mgr, 2)
+	sa.abort(ServerShutdown, nil)
+	aborted.expectClosed()
+	if got := h.waitReason(sa.ID()); got != ServerShutdown {
+		t.Fatalf("aborted: reason %v", got)
+	}
+
+	gone.c.Close()
+	if got := h.waitReason(sg.ID()); got != ClientClosed {
+		t.Fatalf("client closed: reason %v", got)
+	}
+	waitFor(t, "no session left", func() bool { return h.mgr.Count() == 0 && h.mgr.Stats().Parked == 0 })
+	ctx, cancel := contextWithTimeout()
+	defer cancel()
+	if err := h.mgr.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// CloseAll reaches parked sessions: each client is told and closed.
+func TestCloseAllWakesParked(t *testing.T) {
+	h, _ := newParkHarness(t, parkOptions())
+	clients := []*rawClient{h.dial(), h.dial(), h.dial()}
+	for i, rc := range clients {
+		h.auth(rc, string(rune('x'+i)))
+	}
+	waitParked(t, h.mgr, len(clients))
+	ctx, cancel := contextWithTimeout()
+	defer cancel()
+	if err := h.mgr.CloseAll(ctx, ServerShutdown); err != nil {
+		t.Fatal(err)
+	}
+	for _, rc := range clients {
+		rc.expectClosed()
+	}
+}
+
+// Sessions run by Serve, and sessions of a manager with parking disabled,
+// keep their reader: they get no idle timer.
+func TestNoParkingWithServeOrDisabled(t *testing.T) {
+	for name, start := range map[string]func(*testing.T) *harness{
+		"serve": func(t *testing.T) *harness { h, _ := newHarness(t, parkOptions()); return h },
+		"disabled": func(t *testing.T) *harness {
+			h, _ := newParkHarness(t, Options{IdlePark: -1})
+			return h
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := start(t)
+			rc := h.dial()
+			s := h.auth(rc, "reader")
+			s.lmu.Lock()
+			timer := s.idleTimer
+			s.lmu.Unlock()
+			if timer != nil {
+				t.Fatal("the session has an idle timer: it would park")
+			}
+			rc.send("EchoRequest", 2, 0, []byte("x"))
+			if r := rc.read(); string(r.Payload) != "x" {
+				t.Fatalf("reply %+v", r)
+			}
+		})
+	}
+}
+
+// splitConn writes one chosen Write in two parts, the second once released.
+type splitConn struct {
+	net.Conn
+	mu      sync.Mutex
+	split   int           // > 0: the next Write sends this many bytes first
+	release chan struct{} // closed to send the rest
+}
+
+func (c *splitConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	k := c.split
+	c.split = 0
+	c.mu.Unlock()
+	if k <= 0 || k >= len(b) {
+		return c.Conn.Write(b)
+	}
+	n, err := c.Conn.Write(b[:k])
+	if err != nil {
+		return n, err
+	}
+	<-c.release
+	m, err := c.Conn.Write(b[k:])
+	return n + m, err
+}
+
+// A TLS session parks with part of a TLS record read (inside crypto/tls)
+// and goes on when the rest arrives.
+func TestParkedTLSReaderKeepsPartialRecord(t *testing.T) {
+	certs, err := testcert.Write(t.TempDir(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scfg, err := certs.ServerConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	th := &testHandler{release: make(chan struct{}), entered: make(chan uint64, 1)}
+	th.h = &harness{t: t, gone: make(chan disconnect, 16), byID: map[uint64]CloseReason{}}
+	opts := parkOptions()
+	opts.Handler = th
+	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	mgr, err := NewManager(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		tc := tls.Server(c, scfg)
+		if err := tc.Handshake(); err != nil {
+			c.Close()
+			return
+		}
+		mgr.Go(transport.NewStreamConn(tc, transport.KindTLSTCP, 1<<20), nil)
+	}()
+	defer func() {
+		ctx, cancel := contextWithTimeout()
+		defer cancel()
+		_ = mgr.CloseAll(ctx, ServerShutdown)
+	}()
+
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := &splitConn{Conn: raw, release: make(chan struct{})}
+	tc := tls.Client(sc, certs.ClientConfig())
+	defer tc.Close()
+	rc := &rawClient{t: t, c: tc, fr: protocol.NewFrameReader(tc, 1<<20)}
+	rc.send("AuthenticateRequest", 1, 0, []byte("tls"))
+	if r := rc.read(); r.ErrorCode != 0 {
+		t.Fatalf("auth reply %+v", r)
+	}
+	waitParked(t, mgr, 1)
+
+	// The record's header and a few bytes of its body, then a park.
+	sc.mu.Lock()
+	sc.split = 9
+	sc.mu.Unlock()
+	wrote := make(chan error, 1)
+	go func() { _, err := tc.Write(frame(t, "EchoRequest", 4, 0, []byte("record split"))); wrote <- err }()
+	waitFor(t, "the reader resumed for the first bytes", func() bool { return mgr.Stats().Parked == 0 })
+	waitParked(t, mgr, 1)
+	close(sc.release)
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	if r := rc.read(); r.MsgSeq != 4 || string(r.Payload) != "record split" {
+		t.Fatalf("reply %+v", r)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if err := mgr.CloseAll(ctx, ServerShutdown); err != nil {
+		t.Fatal(err)
+	}
+}
