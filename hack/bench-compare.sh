@@ -4,8 +4,8 @@
 #
 #   hack/bench-compare.sh [OUTDIR] [SECTION...]
 #
-# SECTION is any of echo echo-paced connect broadcast idle scaling echo-client
-# (default: all but echo-client).
+# SECTION is any of echo echo-paced connect broadcast idle idle-parked scaling
+# echo-client (default: all but echo-client and idle-parked).
 # Both servers are started once (`playhouse-bench --serve raw` and
 # `--serve playhouse --app relay`, which echoes requests and relays one-way
 # packets) pinned to CPU 0 with taskset; the load runs pinned to CPU 1. Each
@@ -108,7 +108,18 @@ for section in $SECTIONS; do
 					--broadcasts 500 --connect-rate 5000 --source-ips 4
 			done
 		done ;;
-	idle) # 10,000 idle authenticated sessions on every transport; then after a burst
+	idle-parked) # the same once the engine's readers have parked (limits.idlePark, 5s by default);
+		# the baseline beside it again, in the same run
+		for tr in tcp tls; do
+			bench "idle10k-$tr-raw-p" raw $tr --mode idle --sessions 10000 --connect-rate 5000 --source-ips 4
+			bench "idle10k-$tr-playhouse-parked" playhouse $tr --mode idle --parked --sessions 10000 --connect-rate 5000 --source-ips 4
+		done
+		bench "idle10k-burst-tcp-raw-p" raw tcp --mode idle --sessions 10000 --connect-rate 5000 \
+			--source-ips 4 --burst 20 --payload 1024
+		bench "idle10k-burst-tcp-playhouse-parked" playhouse tcp --mode idle --parked --sessions 10000 --connect-rate 5000 \
+			--source-ips 4 --burst 20 --payload 1024 ;;
+	idle) # 10,000 idle authenticated sessions on every transport, measured as soon as the
+		# server counts them (before limits.idlePark); then after a burst
 		for tr in tcp tls ws wss; do
 			for srv in raw playhouse; do
 				bench "idle10k-$tr-$srv" $srv $tr --mode idle --sessions 10000 --connect-rate 5000 --source-ips 4

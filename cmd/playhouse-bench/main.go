@@ -97,6 +97,8 @@ type options struct {
 	mode        string
 	sourceIPs   int
 	burst       int
+	parked      bool
+	idlePark    time.Duration
 	broadcasts  int
 	spawn       string
 	serverPID   int
@@ -143,6 +145,8 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.credentials, "credentials", "", "authenticate payload of the --once session (default: a generated account name; a JWT for auth mode token)")
 	fs.StringVar(&o.mode, "mode", modeEcho, "what to measure: echo, connect, idle or broadcast")
 	fs.IntVar(&o.sourceIPs, "source-ips", 1, "connect, idle and broadcast modes: spread connections over this many loopback source addresses from 127.0.0.2 up (1: the system picks; 1..10000; IPv4 loopback targets only)")
+	fs.DurationVar(&o.idlePark, "idle-park", -1, "--serve playhouse: the engine's limits.idlePark (0 disables parking; negative keeps the configuration's, 5s by default)")
+	fs.BoolVar(&o.parked, "parked", false, "idle mode: measure once the server reports every session's reader parked (the engine's limits.idlePark, waited for up to 2 minutes); the baseline never parks")
 	fs.IntVar(&o.burst, "burst", 0, "idle mode: echo requests each session sends (pipelined) before the measurement (0..10000)")
 	fs.BoolVar(&o.light, "light", false, "echo mode: use the light client of the other modes (one goroutine per session, no pkg/client), so one load core can saturate a server")
 	fs.IntVar(&o.broadcasts, "broadcasts", 200, "broadcast mode: pushes to send (1..1000000)")
@@ -185,6 +189,8 @@ func parse(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("--mode must be echo, connect, idle or broadcast, got %q", o.mode)
 	case o.sourceIPs < 1 || o.sourceIPs > 10000:
 		return o, fmt.Errorf("--source-ips must be 1..10000, got %d", o.sourceIPs)
+	case o.parked && o.mode != modeIdle:
+		return o, fmt.Errorf("--parked is for --mode idle only")
 	case o.burst < 0 || o.burst > 10000:
 		return o, fmt.Errorf("--burst must be 0..10000, got %d", o.burst)
 	case o.broadcasts < 1 || o.broadcasts > 1000000:

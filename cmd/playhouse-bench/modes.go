@@ -317,14 +317,29 @@ func runIdle(ctx context.Context, o options, d *dialer, t target, stdout, stderr
 		}
 	}
 	// Wait for the server to count every session (the last ones may still
-	// be registering), when it reports a count.
+	// be registering), when it reports a count; with --parked, until it
+	// reports every reader parked.
 	var after memSnapshot
-	deadline := time.Now().Add(30 * time.Second)
+	wait := 30 * time.Second
+	if o.parked {
+		wait = 2 * time.Minute
+	}
+	deadline := time.Now().Add(wait)
 	for {
 		if after, err = t.probe.snapshot(ctx, true); err != nil {
 			return err
 		}
-		if t.probe.control == "" || after.Sessions >= before.Sessions+len(conns) || time.Now().After(deadline) {
+		counted := after.Sessions >= before.Sessions+len(conns)
+		if o.parked && counted && after.Parked < before.Parked+len(conns) {
+			counted = false
+		}
+		if t.probe.control == "" || counted {
+			break
+		}
+		if time.Now().After(deadline) {
+			if o.parked {
+				return fmt.Errorf("idle: %d of %d sessions parked after %s", after.Parked-before.Parked, len(conns), wait)
+			}
 			break
 		}
 		select {
@@ -352,8 +367,8 @@ func runIdle(ctx context.Context, o options, d *dialer, t target, stdout, stderr
 			s.Transport, s.Connected, s.Sessions, s.Burst, s.GCForced)
 		fmt.Fprintf(stdout, "per session  RSS %.2f KiB  heap %.2f KiB  stack %.2f KiB  heap+stack %.2f KiB  goroutines %.2f\n",
 			kib(p.RSSBytes), kib(p.HeapInuseBytes), kib(p.StackBytes), kib(p.HeapStackBytes), p.Goroutines)
-		fmt.Fprintf(stdout, "server       RSS %.1f -> %.1f MiB, goroutines %d -> %d\n",
-			float64(before.RSSBytes)/(1<<20), float64(after.RSSBytes)/(1<<20), before.Goroutines, after.Goroutines)
+		fmt.Fprintf(stdout, "server       RSS %.1f -> %.1f MiB, goroutines %d -> %d, parked readers %d -> %d\n",
+			float64(before.RSSBytes)/(1<<20), float64(after.RSSBytes)/(1<<20), before.Goroutines, after.Goroutines, before.Parked, after.Parked)
 		printErrors(stdout, s.Errors)
 	})
 }

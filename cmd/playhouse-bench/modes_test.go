@@ -207,6 +207,26 @@ func TestIdleMode(t *testing.T) {
 	}
 }
 
+// --parked measures once the engine reports every session's reader parked:
+// the sessions then hold no goroutine.
+func TestIdleModeParked(t *testing.T) {
+	s := startServe(t, "--serve", "playhouse", "--idle-park", "100ms")
+	for _, tr := range []string{"tcp", "tls"} {
+		var sum idleSummary
+		runJSON(t, &sum, "--mode", "idle", "--parked", "--addr", s.addr(tr), "--transport", tr, "--ca", s.ca, "--control", s.control,
+			"--sessions", "50", "--connect-rate", "2000")
+		if sum.Connected != 50 || len(sum.Errors) != 0 {
+			t.Fatalf("%s: summary %+v", tr, sum)
+		}
+		if got := sum.After.Parked - sum.Before.Parked; got != 50 {
+			t.Fatalf("%s: %d more parked readers, want 50", tr, got)
+		}
+		if sum.PerSession.Goroutines > 0.5 {
+			t.Fatalf("%s: %.2f goroutines per parked session", tr, sum.PerSession.Goroutines)
+		}
+	}
+}
+
 func TestBroadcastMode(t *testing.T) {
 	for name, s := range servers(t) {
 		for _, tr := range []string{"tcp", "ws"} {

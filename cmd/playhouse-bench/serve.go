@@ -55,11 +55,17 @@ type memSnapshot struct {
 	Goroutines int    `json:"goroutines"`
 	// Sessions is the server's open connection or session count.
 	Sessions int `json:"sessions"`
+	// Parked is how many of the sessions have a parked reader (the engine's
+	// limits.idlePark; always 0 for the baseline).
+	Parked int `json:"parked"`
 }
+
+// counts reports a served process's open sessions and parked readers.
+type counts struct{ sessions, parked func() int }
 
 // takeSnapshot reads this process's memory figures; with gc it first runs a
 // collection and returns freed pages to the OS, so RSS shows what is live.
-func takeSnapshot(gc bool, sessions func() int) memSnapshot {
+func takeSnapshot(gc bool, n counts) memSnapshot {
 	if gc {
 		runtime.GC()
 		debug.FreeOSMemory()
@@ -69,13 +75,13 @@ func takeSnapshot(gc bool, sessions func() int) memSnapshot {
 	rss, _ := procRSS(os.Getpid())
 	return memSnapshot{
 		PID: os.Getpid(), GCForced: gc, RSSBytes: rss, HeapInuse: ms.HeapInuse, HeapAlloc: ms.HeapAlloc,
-		StackInuse: ms.StackInuse, Sys: ms.Sys, Goroutines: runtime.NumGoroutine(), Sessions: sessions(),
+		StackInuse: ms.StackInuse, Sys: ms.Sys, Goroutines: runtime.NumGoroutine(), Sessions: n.sessions(), Parked: n.parked(),
 	}
 }
 
 // controlHandler serves GET /snapshot[?gc=1] (JSON memSnapshot) and
 // /metrics (the Go runtime and process collectors).
-func controlHandler(sessions func() int) http.Handler {
+func controlHandler(n counts) http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
@@ -83,7 +89,7 @@ func controlHandler(sessions func() int) http.Handler {
 	mux.HandleFunc("GET /snapshot", func(w http.ResponseWriter, r *http.Request) {
 		gc, _ := strconv.ParseBool(r.URL.Query().Get("gc"))
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(takeSnapshot(gc, sessions))
+		_ = json.NewEncoder(w).Encode(takeSnapshot(gc, n))
 	})
 	return mux
 }
@@ -103,7 +109,7 @@ func runServe(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		admin                             = "none"
 		caFile                            string
 		certs                             *testcert.Bundle
-		sessions                          func() int
+		n                                 counts
 		stop                              func()
 	)
 	if o.tlsAddr != "" || o.wssAddr != "" {
@@ -190,7 +196,7 @@ func runServe(ctx context.Context, o options, stdout, stderr io.Writer) error {
 			stop()
 			return err
 		}
-		sessions = rs.Count
+		n = counts{sessions: rs.Count, parked: func() int { return 0 }}
 	case servePlayhouse:
 		cfg, err := o.serverConfig(certs)
 		if err != nil {
@@ -208,7 +214,8 @@ func runServe(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		tlsAddr = addrString(srv.Addr(transport.KindTLSTCP))
 		wssAddr = addrString(srv.Addr(transport.KindWSS))
 		admin = addrString(srv.AdminAddr())
-		sessions = srv.Manager().Count
+		mgr := srv.Manager()
+		n = counts{sessions: mgr.Count, parked: func() int { return mgr.Stats().Parked }}
 		stop = func() {
 			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
@@ -222,7 +229,7 @@ func runServe(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("serve: control endpoint: %w", err)
 	}
-	ctl := &http.Server{Handler: controlHandler(sessions), ReadHeaderTimeout: 10 * time.Second}
+	ctl := &http.Server{Handler: controlHandler(n), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = ctl.Serve(ctlLn) }()
 	defer ctl.Close()
 	fmt.Fprintf(stdout, "serving %s tcp=%s ws=%s tls=%s wss=%s ca=%s control=%s admin=%s pid=%d\n",
@@ -234,7 +241,7 @@ func runServe(ctx context.Context, o options, stdout, stderr io.Writer) error {
 // serverConfig is the engine configuration of --serve playhouse: the
 // --config file, or (without one) the defaults with what a benchmark needs
 // (no per-session rate limit, benchMaxConnections, benchHeartbeatTimeout,
-// warn-level logs); then --addr, --ws-addr and --app override.
+// warn-level logs); then --addr, --ws-addr, --app and --idle-park override.
 func (o options) serverConfig(certs *testcert.Bundle) (config.Config, error) {
 	c := config.Default()
 	if o.configFile != "" {
@@ -268,6 +275,9 @@ func (o options) serverConfig(certs *testcert.Bundle) (config.Config, error) {
 	}
 	if o.app != "" {
 		c.App = o.app
+	}
+	if o.idlePark >= 0 {
+		c.Limits.IdlePark = config.D(o.idlePark)
 	}
 	if err := c.Validate(); err != nil {
 		return c, fmt.Errorf("serve playhouse: %w", err)
