@@ -181,6 +181,7 @@ func (s *Server) serveStreamConn(kind transport.Kind) func(*edgeConn, net.Conn) 
 			MaxPacketSize:       s.mgr.Options().MaxPacketSize,
 			Budget:              s.budget,
 			DisableDirectWrites: s.opts.DisableDirectWrites,
+			DisableParking:      s.opts.DisableParking,
 		}
 		if c == net.Conn(ec) {
 			opts.Reader = ec.Conn // edgeConn does not change reads

@@ -76,6 +76,14 @@ type Options struct {
 	// Set it when a listener given to the server wraps connections in a
 	// NetConn-exposing type whose Write changes the bytes.
 	DisableDirectWrites bool
+	// DisableParking keeps a reader goroutine per TCP and TLS-TCP session
+	// even while idle. By default a session idle for the session options'
+	// IdlePark parks its reader (transport.Parker); the socket is found
+	// through wrappers that expose NetConn(), TLS included. Set it when a
+	// listener given to the server wraps connections in a NetConn-exposing
+	// type whose Read reads the inner connection while it still holds
+	// unread bytes. (IdlePark < 0 turns parking off for the whole manager.)
+	DisableParking bool
 }
 
 // Listener is one TCP listener of the server.

@@ -167,6 +167,7 @@ func TestDisableDirectWritesServes(t *testing.T) {
 		t.Fatal(err)
 	}
 	opts.DisableDirectWrites = true
+	opts.DisableParking = true
 	srv, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
