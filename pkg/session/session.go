@@ -797,7 +797,7 @@ func (s *Session) readFailed(err error) {
 // reports whether they were within them. It runs on the reader goroutine.
 func (s *Session) charge(size int, now time.Time) bool {
 	ok := true
-	if s.limiter != nil && !s.limiter.Allow() {
+	if s.limiter != nil && !s.limiter.AllowN(now, 1) { // the packet's clock read: no second one
 		ok = false
 	}
 	if s.byteLimiter != nil {
