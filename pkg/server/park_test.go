@@ -1,17 +1,13 @@
 package server_test
 
 import (
-	"crypto/tls"
 	"net"
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
-
 	"github.com/playhouse-k8s/playhouse/internal/testutil"
 	"github.com/playhouse-k8s/playhouse/pkg/config"
 	"github.com/playhouse-k8s/playhouse/pkg/protocol"
-	"github.com/playhouse-k8s/playhouse/pkg/transport"
 )
 
 // Idle TCP and TLS-TCP sessions of a server park their readers after
@@ -22,24 +18,7 @@ func TestIdleSessionsPark(t *testing.T) {
 	c.Limits.IdlePark = config.D(100 * time.Millisecond)
 	srv := startServer(t, c)
 
-	tcp, err := net.Dial("tcp", srv.Addr(transport.KindTCP).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tcp.Close()
-	echoOverStream(t, tcp, "tcp-user")
-	tlsConn, err := tls.Dial("tcp", srv.Addr(transport.KindTLSTCP).String(), certs.ClientConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tlsConn.Close()
-	echoOverStream(t, tlsConn, "tls-user")
-	ws, _, err := websocket.DefaultDialer.Dial(wsURL("ws", srv.Addr(transport.KindWebSocket)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.Close()
-	echoOverWS(t, ws, "ws-user")
+	tcp, tlsConn, _ := echoedConns(t, srv, certs)
 
 	parked := func() bool { return srv.Manager().Stats().Parked == 2 }
 	testutil.WaitFor(t, "the TCP and TLS sessions parked", parked)

@@ -107,26 +107,7 @@ func TestAllTransportsEchoAndUniqueIDs(t *testing.T) {
 	c, certs := testConfig(t)
 	srv := startServer(t, c)
 
-	tcp, err := net.Dial("tcp", srv.Addr(transport.KindTCP).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tcp.Close()
-	echoOverStream(t, tcp, "tcp-user")
-
-	tlsConn, err := tls.Dial("tcp", srv.Addr(transport.KindTLSTCP).String(), certs.ClientConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tlsConn.Close()
-	echoOverStream(t, tlsConn, "tls-user")
-
-	ws, _, err := websocket.DefaultDialer.Dial(wsURL("ws", srv.Addr(transport.KindWebSocket)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.Close()
-	echoOverWS(t, ws, "ws-user")
+	echoedConns(t, srv, certs)
 
 	d := websocket.Dialer{TLSClientConfig: certs.ClientConfig(), HandshakeTimeout: testTimeout}
 	wss, _, err := d.Dial(wsURL("wss", srv.Addr(transport.KindWSS)), nil)
@@ -173,24 +154,33 @@ func TestDisableDirectWritesServes(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.StartServer(t, srv, testTimeout)
+	echoedConns(t, srv, certs)
+}
+
+// echoedConns dials srv over TCP, TLS-TCP and WebSocket, authenticates and
+// echoes once on each (accounts tcp-user, tls-user, ws-user), and returns
+// the connections, closed when the test ends.
+func echoedConns(t *testing.T, srv *Server, certs *testcert.Bundle) (tcp, tlsConn net.Conn, ws *websocket.Conn) {
+	t.Helper()
 	tcp, err := net.Dial("tcp", srv.Addr(transport.KindTCP).String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tcp.Close()
+	t.Cleanup(func() { tcp.Close() })
 	echoOverStream(t, tcp, "tcp-user")
-	ws, _, err := websocket.DefaultDialer.Dial(wsURL("ws", srv.Addr(transport.KindWebSocket)), nil)
+	tlsConn, err = tls.Dial("tcp", srv.Addr(transport.KindTLSTCP).String(), certs.ClientConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ws.Close()
-	echoOverWS(t, ws, "ws-user")
-	tlsConn, err := tls.Dial("tcp", srv.Addr(transport.KindTLSTCP).String(), certs.ClientConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tlsConn.Close()
+	t.Cleanup(func() { tlsConn.Close() })
 	echoOverStream(t, tlsConn, "tls-user")
+	ws, _, err = websocket.DefaultDialer.Dial(wsURL("ws", srv.Addr(transport.KindWebSocket)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	echoOverWS(t, ws, "ws-user")
+	return tcp, tlsConn, ws
 }
 
 func TestAdminEndpoints(t *testing.T) {

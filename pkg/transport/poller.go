@@ -1,7 +1,6 @@
 package transport
 
 import (
-	"crypto/tls"
 	"net"
 	"syscall"
 )
@@ -43,21 +42,13 @@ func (c *streamConn) ReadSocket() syscall.RawConn {
 // NetConn (crypto/tls, PROXY protocol, admission). It returns nil when there
 // is none.
 func readSocket(c net.Conn) syscall.RawConn {
-	for range 8 {
-		switch v := c.(type) {
-		case *tls.Conn:
-			c = v.NetConn()
-		case *net.TCPConn:
-			raw, err := v.SyscallConn()
-			if err != nil {
-				return nil
-			}
-			return raw
-		case interface{ NetConn() net.Conn }:
-			c = v.NetConn()
-		default:
-			return nil
-		}
+	tcp, ok := tcpConn(c)
+	if !ok {
+		return nil
 	}
-	return nil
+	raw, err := tcp.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return raw
 }

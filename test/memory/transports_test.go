@@ -386,18 +386,23 @@ func TestIdleSessionMemoryPerTransport(t *testing.T) {
 	srv, ca := transportServer(t, nil, 0)
 	for _, kind := range []string{"tcp", "tls", "ws", "wss"} {
 		split := serverBytesPerSession(t, srv, ca, kind, transportSessions, false)
-		if limit := maxIdleBytes[kind]; split.total() > limit {
-			t.Errorf("an idle authenticated %s session costs %.2f KiB of heap and stacks, above the %.0f KiB bound",
-				kind, split.total()/1024, limit/1024)
-		}
-		if split.goroutines > maxGoroutinesPerSession {
-			t.Errorf("an idle authenticated %s session holds %.2f goroutines, want 1 (its reader)", kind, split.goroutines)
-		}
-		// A broken measurement (nothing held) must not pass as "small".
-		if split.total() < 1024 || split.goroutines < 0.9 {
-			t.Errorf("%s: %.2f KiB and %.2f goroutines per session: the sessions are not being measured",
-				kind, split.total()/1024, split.goroutines)
-		}
+		split.check(t, "idle authenticated "+kind, maxIdleBytes[kind], maxGoroutinesPerSession, 0.9)
+	}
+}
+
+// check fails t when the split passes maxBytes or maxGoroutines per
+// session, or is below 1 KiB or minGoroutines: a broken measurement
+// (nothing held) must not pass as "small".
+func (s serverSplit) check(t *testing.T, what string, maxBytes, maxGoroutines, minGoroutines float64) {
+	t.Helper()
+	if s.total() > maxBytes {
+		t.Errorf("an %s session costs %.2f KiB of heap and stacks, above the %.0f KiB bound", what, s.total()/1024, maxBytes/1024)
+	}
+	if s.goroutines > maxGoroutines {
+		t.Errorf("an %s session holds %.2f goroutines, at most %.1f expected", what, s.goroutines, maxGoroutines)
+	}
+	if s.total() < 1024 || s.goroutines < minGoroutines {
+		t.Errorf("%s: %.2f KiB and %.2f goroutines per session: the sessions are not being measured", what, s.total()/1024, s.goroutines)
 	}
 }
 
@@ -456,15 +461,6 @@ func TestParkedSessionMemory(t *testing.T) {
 	srv, ca := transportServer(t, nil, parkedIdlePark)
 	for _, kind := range []string{"tcp", "tls"} {
 		split := serverBytesPerSession(t, srv, ca, kind, transportSessions, true)
-		if limit := maxParkedBytes[kind]; split.total() > limit {
-			t.Errorf("an idle parked %s session costs %.2f KiB of heap and stacks, above the %.0f KiB bound",
-				kind, split.total()/1024, limit/1024)
-		}
-		if split.goroutines > maxParkedGoroutinesPerSession {
-			t.Errorf("an idle parked %s session holds %.2f goroutines, want 0", kind, split.goroutines)
-		}
-		if split.total() < 1024 {
-			t.Errorf("%s: %.2f KiB per session: the sessions are not being measured", kind, split.total()/1024)
-		}
+		split.check(t, "idle parked "+kind, maxParkedBytes[kind], maxParkedGoroutinesPerSession, 0)
 	}
 }
