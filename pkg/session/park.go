@@ -64,6 +64,16 @@ func (s *Session) idleCheck() {
 		return
 	}
 	if s.parking != nil {
+		// A run that was waiting for lmu while the reader parked is stale:
+		// only a heartbeating session's passed idle deadline resumes it
+		// (idleDeadline is the parked reader's, written before it parked).
+		if !s.heartbeating.Load() {
+			return
+		}
+		if d := time.Until(s.idleDeadline); d > 0 {
+			s.idleTimer.Reset(d)
+			return
+		}
 		if s.parking.Cancel() {
 			go s.resume()
 		}
