@@ -469,7 +469,7 @@ func (s *Session) open() (ok bool) {
 //go:noinline
 func (s *Session) teardown(inputOK bool) {
 	m := s.m
-	s.linger(inputOK, s.writerDone)
+	s.linger(inputOK)
 
 	s.authTimer.Stop()
 	s.stopLiveness()
@@ -570,7 +570,7 @@ func wsCloseCode(r CloseReason) int {
 // connection released. When the input is broken (a framing error), what is
 // queued is flushed, the writer half-closes, and the raw input is discarded
 // for up to CloseLinger.
-func (s *Session) linger(inputOK bool, writerDone <-chan struct{}) {
+func (s *Session) linger(inputOK bool) {
 	if !inputOK {
 		s.late().Close()
 	}
@@ -594,7 +594,7 @@ func (s *Session) linger(inputOK bool, writerDone <-chan struct{}) {
 		s.answerClosed(body)
 	}
 	s.late().Close()
-	<-writerDone
+	<-s.writerDone
 	if !inputOK && !s.aborted.Load() {
 		if d, ok := s.conn.(transport.InputDiscarder); ok {
 			_ = d.DiscardInput(time.Now().Add(s.m.opts.CloseLinger))
