@@ -142,3 +142,21 @@ for section in $SECTIONS; do
 	*) echo "unknown section $section" >&2; exit 2 ;;
 	esac
 done
+
+# Echo sections: engine / baseline echoes per server CPU-second, round by
+# round (each round ran the two back to back), and the median over the rounds.
+for section in $SECTIONS; do
+	case $section in echo | echo-paced | echo-client) ;; *) continue ;; esac
+	for tr in tcp ws; do
+		ratios=""
+		for r in $(seq "$ROUNDS"); do
+			raw="$OUT/$section-$tr-raw-$r.json" ph="$OUT/$section-$tr-playhouse-$r.json"
+			[ -s "$raw" ] && [ -s "$ph" ] || continue
+			ratios="$ratios $(jq -n --slurpfile a "$raw" --slurpfile b "$ph" \
+				'$b[0].requestsPerServerCpuSecond / $a[0].requestsPerServerCpuSecond * 1000 | round / 1000')"
+		done
+		[ -n "$ratios" ] || continue
+		printf '%-40s rounds:%s  median: %s\n' "$section-$tr engine/baseline" "$ratios" \
+			"$(printf '%s\n' $ratios | sort -n | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}')"
+	done
+done

@@ -45,7 +45,7 @@ func New() *Metrics {
 	handler := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: Namespace,
 		Name:      "handler_duration_seconds",
-		Help:      "Time the application handler took per packet.",
+		Help:      "Time from a packet being read to the application handler's return (the engine's parsing and rate-limit check, well under a microsecond, included).",
 		Buckets:   prometheus.ExponentialBuckets(1e-6, 4, 11), // 1µs .. ~1s
 	})
 	c := &collector{}

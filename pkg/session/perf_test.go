@@ -40,6 +40,39 @@ func TestNameTableSharedAndBounded(t *testing.T) {
 	}
 }
 
+// A session remembers the names of its last packet: alternating names get
+// their own replies, and a name repeated after the table is full costs no
+// allocation per packet (it did before the session kept its last names).
+func TestInternLastNames(t *testing.T) {
+	m, err := NewManager(Options{Handler: echoHandler{}, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := m.newSession(nullConn{})
+	for i := range 6 {
+		id, reply := "MoveRequest", "MoveReply"
+		if i%3 == 2 {
+			id, reply = "ChatRequest", "ChatReply"
+		}
+		if n := s.intern([]byte(id)); n.id != id || n.reply != reply {
+			t.Fatalf("packet %d: names %+v, want %s/%s", i, n, id, reply)
+		}
+	}
+	for i := range maxInterned {
+		m.names.intern([]byte("Fill" + strconv.Itoa(i) + "Request"))
+	}
+	late := []byte("LateRequest")
+	if n := s.intern(late); n.reply != "LateReply" {
+		t.Fatalf("names %+v", n)
+	}
+	if raceEnabled {
+		return // the race detector allocates
+	}
+	if n := totalAllocs(100, func() { s.intern(late) }); n != 0 {
+		t.Fatalf("100 packets named outside the full table allocated %d times, want 0", n)
+	}
+}
+
 // An idle authenticated session keeps no writer goroutine and no outbound
 // buffer once its answers are written; the next request still gets its
 // answer, in order.

@@ -31,7 +31,8 @@ const (
 
 // maxInterned bounds the manager's table of message names (shared by every
 // session), so clients sending random names cannot grow it: once full, a
-// name not in it costs an allocation per packet, as it would without a table.
+// name not in it costs an allocation whenever it differs from the session's
+// previous packet's, as it would without a table.
 const maxInterned = 1024
 
 // ErrSessionClosed is returned when sending on a closed session.
@@ -40,7 +41,8 @@ var ErrSessionClosed = errors.New("session closed")
 // Session is one client connection after admission. Its methods are safe for
 // concurrent use.
 type Session struct {
-	// Touched for every packet (kept together, in the first cache lines).
+	// Touched for every packet, kept together in the first cache lines
+	// (fewer lines to load per packet when many sessions take turns).
 	m             *Manager
 	conn          transport.Conn
 	out           *transport.Outbox // application traffic, until the close point (&outbox)
@@ -55,11 +57,14 @@ type Session struct {
 	byteLimiter    *rate.Limiter // inbound bytes
 	byteBurst      int           // byteLimiter's burst (fixed)
 	rateViolations int
-	readDeadline   bool        // a read deadline is set on the conn (readLoop's own state)
-	holdTimer      *time.Timer // ends a hold of replies (see hold)
-	authAttempts   int
+	lastNames      names // the names of the last packet read
 	pkt            Packet
+	readDeadline   bool             // a read deadline is set on the conn (readLoop's own state)
+	keepDeadline   bool             // the next read keeps idleDeadline (the read was parked)
 	outbox         transport.Outbox // out points here: one allocation with the session
+
+	holdTimer    *time.Timer // ends a hold of replies (see hold)
+	authAttempts int
 
 	id          uint64
 	tail        *transport.Outbox // answers written after the close point (see linger); made by late()
@@ -92,7 +97,6 @@ type Session struct {
 	idleTimer    *time.Timer   // asks an idle reader to park; wakes a parked one at its idle deadline
 	parking      *transport.Parking
 	parkReq      atomic.Bool // the idle timer has cut the read short so the reader parks
-	keepDeadline bool        // reader: the next read keeps idleDeadline (the read was parked)
 	idleDeadline time.Time   // reader: the idle deadline of the current read (heartbeating sessions)
 
 	authTimer *time.Timer
@@ -117,7 +121,7 @@ func (m *Manager) newSession(c transport.Conn) *Session {
 	s.lastActive.Store(s.connectedAt.UnixNano())
 	s.outbox.Init(m.opts.MaxPendingOutboundBytes)
 	s.out = &s.outbox
-	s.out.SetOnWrite(s.countWritten)
+	s.out.SetWriteObserver((*writeCounter)(s))
 	if m.opts.RatePerSecond > 0 {
 		s.limiter = rate.NewLimiter(rate.Limit(m.opts.RatePerSecond), m.opts.RateBurst)
 	}
@@ -357,7 +361,7 @@ func (s *Session) late() *transport.Outbox {
 	defer s.mu.Unlock()
 	if s.tail == nil {
 		s.tail = transport.NewOutbox(s.m.opts.MaxPendingOutboundBytes)
-		s.tail.SetOnWrite(s.countWritten)
+		s.tail.SetWriteObserver((*writeCounter)(s))
 	}
 	return s.tail
 }
@@ -381,10 +385,14 @@ func (s *Session) setReason(reason CloseReason) bool {
 // isClosing reports whether the session is past its close point.
 func (s *Session) isClosing() bool { return s.closed.Load() }
 
-// countWritten counts outbound traffic in one place with one rule: a frame
+// writeCounter is a Session as its outboxes' transport.WriteObserver.
+type writeCounter Session
+
+// FramesWritten counts outbound traffic in one place with one rule: a frame
 // counts (transport counters and Observer) once the transport has written
 // it. Both outboxes call it with the whole frames they wrote.
-func (s *Session) countWritten(b []byte) {
+func (w *writeCounter) FramesWritten(b []byte) {
+	s := (*Session)(w)
 	obs := s.m.opts.Observer
 	frames := 0
 	for rest := b; len(rest) >= protocol.LengthSize; frames++ {
@@ -863,7 +871,7 @@ func (s *Session) dispatch(body []byte, now time.Time) bool {
 		return s.dispatchCompressed(p, payload, int(h.OriginalSize))
 	}
 	p.Payload = payload
-	return s.deliver(p)
+	return s.deliver(p, now)
 }
 
 // overLimit answers a packet over the session's rate limits and reports
@@ -898,12 +906,17 @@ func (s *Session) dispatchCompressed(p *Packet, payload []byte, size int) bool {
 	}
 	defer release()
 	p.Payload = payload
-	return s.deliver(p)
+	var at time.Time
+	if s.m.opts.Observer != nil {
+		at = time.Now() // the handler's time starts after the decompression
+	}
+	return s.deliver(p, at)
 }
 
 // deliver hands a parsed, charged packet to the heartbeat, the auth gate or
-// the application.
-func (s *Session) deliver(p *Packet) bool {
+// the application. at is the packet's clock read, where the handler's time
+// (Observer.HandlerDone) starts: one clock read per packet less.
+func (s *Session) deliver(p *Packet, at time.Time) bool {
 	m := s.m
 
 	if p.MsgID == m.opts.HeartbeatMsgID {
@@ -915,14 +928,9 @@ func (s *Session) deliver(p *Packet) bool {
 	if !s.authenticated.Load() {
 		return s.unauthenticated(p)
 	}
-	obs := m.opts.Observer
-	var start time.Time
-	if obs != nil {
-		start = time.Now()
-	}
 	ok := s.guard("OnPacket", p, func() { m.opts.Handler.OnPacket(s, p) })
-	if obs != nil {
-		obs.HandlerDone(time.Since(start))
+	if obs := m.opts.Observer; obs != nil {
+		obs.HandlerDone(time.Since(at))
 	}
 	return ok
 }
@@ -1069,4 +1077,12 @@ func (s *Session) protocolViolation(reason CloseReason, err error) {
 
 // intern returns stable strings for a message name and its reply name,
 // without allocating for names already in the manager's table.
-func (s *Session) intern(b []byte) names { return s.m.names.intern(b) }
+func (s *Session) intern(b []byte) names {
+	// A client mostly sends one kind of packet after another: the last
+	// names, on the session's own line, save the table lookup.
+	if len(b) > 0 && string(b) == s.lastNames.id {
+		return s.lastNames
+	}
+	s.lastNames = s.m.names.intern(b)
+	return s.lastNames
+}

@@ -77,11 +77,14 @@ type Conn interface {
 
 // streamConn frames a byte stream (TCP or TLS over TCP).
 type streamConn struct {
+	// What every frame read and direct write touches comes first, so that
+	// it fills the fewest cache lines: the frame reader's array holds a
+	// small frame read alone.
+	raw  syscall.RawConn      // the plain TCP socket for direct writes, or nil
+	rest []byte               // left by TryWriteFrames for FlushRest
+	fr   protocol.FrameReader // in the same allocation: one less object per read
 	net.Conn
 	w      progressWriter
-	fr     protocol.FrameReader // in the same allocation: one less object per read
-	raw    syscall.RawConn      // the plain TCP socket for direct writes, or nil
-	rest   []byte               // left by TryWriteFrames for FlushRest
 	kind   Kind
 	noPark bool // StreamOptions.DisableParking
 }

@@ -52,7 +52,7 @@ func startedOutbox(t *testing.T, c Conn, max int) (*Outbox, *atomic.Int64, *atom
 	t.Helper()
 	o := NewOutbox(max)
 	var frames, bytes atomic.Int64
-	o.SetOnWrite(func(b []byte) {
+	o.SetWriteObserver(WriteObserverFunc(func(b []byte) {
 		for rest := b; len(rest) > 0; {
 			frame, r, err := nextFrame(rest)
 			if err != nil {
@@ -63,7 +63,7 @@ func startedOutbox(t *testing.T, c Conn, max int) (*Outbox, *atomic.Int64, *atom
 			bytes.Add(int64(len(frame)))
 			rest = r
 		}
-	})
+	}))
 	done := make(chan error, 1)
 	o.Start(c, testutil.Timeout, func(err error) { done <- err })
 	t.Cleanup(func() {
@@ -359,7 +359,7 @@ func TestOutboxHoldGathersOneWrite(t *testing.T) {
 			o := NewOutbox(1 << 20)
 			var mu sync.Mutex
 			var writes []int // frames per write
-			o.SetOnWrite(func(b []byte) {
+			o.SetWriteObserver(WriteObserverFunc(func(b []byte) {
 				n := 0
 				for rest := b; len(rest) > 0; n++ {
 					_, rest, _ = nextFrame(rest)
@@ -367,7 +367,7 @@ func TestOutboxHoldGathersOneWrite(t *testing.T) {
 				mu.Lock()
 				writes = append(writes, n)
 				mu.Unlock()
-			})
+			}))
 			done := make(chan error, 1)
 			o.Start(c, testutil.Timeout, func(err error) { done <- err })
 			o.Hold()

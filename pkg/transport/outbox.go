@@ -40,33 +40,49 @@ var (
 // until it is written). Either way one writer at a time owns the socket, so
 // frames keep their order, and a producer never waits for the peer.
 type Outbox struct {
+	// What every Append and direct write touches, first (one cache line,
+	// then the next one's first half).
 	mu       sync.Mutex
 	buf      []byte // queued frames not yet taken by the writer
 	frames   int    // number of frames in buf
 	inflight int    // bytes of the batch being written, not yet written
 	max      int
-	closing  bool // flush what is queued, then stop
-	aborted  bool // stop now, drop what is queued
-	started  bool // Start was called: writers may run
-	held     bool // Hold: Append queues only, until Flush
-	running  bool // a writer goroutine is active
-	ended    bool // the outbox has finished (onDone called or due)
+	closing  bool         // flush what is queued, then stop
+	aborted  bool         // stop now, drop what is queued
+	started  bool         // Start was called: writers may run
+	held     bool         // Hold: Append queues only, until Flush
+	running  bool         // a writer goroutine is active
+	ended    bool         // the outbox has finished (onDone called or due)
+	direct   DirectWriter // conn, when it can write without waiting
+	pool     *protocol.BufferPool
+	onWrite  WriteObserver
+	headOf   []byte // a batch a direct write left unfinished: the writer goroutine flushes it first
 	conn     Conn
 	timeout  time.Duration
 	onDone   func(error)
 	loop     func() // o.writeLoop, bound once so starting a writer does not allocate
-	pool     *protocol.BufferPool
 	finished chan struct{}
-	onWrite  func(frames []byte)
-	direct   DirectWriter // conn, when it can write without waiting
-	headOf   []byte       // a batch a direct write left unfinished: the writer goroutine flushes it first
 }
 
-// SetOnWrite sets, before Start, a function called after whole frames have
-// been written, with those frames (length prefixes included), exactly once
-// for every frame written, on the goroutine that wrote them. fn must not
-// keep or change them.
-func (o *Outbox) SetOnWrite(fn func(frames []byte)) { o.onWrite = fn }
+// WriteObserver is told about every frame an Outbox has written.
+type WriteObserver interface {
+	// FramesWritten is called after whole frames have been written, with
+	// those frames (length prefixes included), exactly once for every frame
+	// written, on the goroutine that wrote them. It must not keep or change
+	// them.
+	FramesWritten(frames []byte)
+}
+
+// WriteObserverFunc is a func used as a WriteObserver.
+type WriteObserverFunc func(frames []byte)
+
+// FramesWritten implements WriteObserver.
+func (f WriteObserverFunc) FramesWritten(frames []byte) { f(frames) }
+
+// SetWriteObserver sets, before Start, what is told about written frames
+// (nil: nothing). An interface rather than a func value: a method on the
+// owner's own struct costs no separate object to load per write.
+func (o *Outbox) SetWriteObserver(w WriteObserver) { o.onWrite = w }
 
 // NewOutbox returns an outbox that holds at most maxPending unwritten bytes
 // (one frame larger than that is still accepted when nothing is pending;
@@ -178,7 +194,7 @@ func (o *Outbox) writeDirect(batch []byte) {
 		return
 	}
 	if o.onWrite != nil {
-		o.onWrite(batch)
+		o.onWrite.FramesWritten(batch)
 	}
 	o.release(batch)
 	o.mu.Lock()
@@ -397,7 +413,7 @@ func (o *Outbox) write(c Conn, batch []byte, writeTimeout time.Duration) error {
 		o.inflight = len(batch)
 		o.mu.Unlock()
 		if o.onWrite != nil {
-			o.onWrite(written)
+			o.onWrite.FramesWritten(written)
 		}
 	}
 	return nil
@@ -415,7 +431,7 @@ func (o *Outbox) writeHead(batch []byte) error {
 		return o.writeError(err)
 	}
 	if o.onWrite != nil {
-		o.onWrite(batch)
+		o.onWrite.FramesWritten(batch)
 	}
 	return nil
 }
