@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/playhouse-k8s/playhouse/internal/testcert"
+	"github.com/playhouse-k8s/playhouse/internal/testutil"
 	"github.com/playhouse-k8s/playhouse/pkg/protocol"
 )
 
@@ -659,14 +659,7 @@ func TestCloseNoGoroutineLeak(t *testing.T) {
 }
 
 func TestTLS(t *testing.T) {
-	certs, err := testcert.Write(t.TempDir(), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serverCfg, err := certs.ServerConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
+	certs, serverCfg := testutil.ServerTLS(t)
 	s := newFakeServer(t, withTLS(serverCfg))
 	c := dial(t, s, Options{HeartbeatInterval: -1, TLSConfig: &tls.Config{RootCAs: certs.Pool}})
 	r, err := c.Request(ctxT(t), "EchoRequest", 1, []byte("secure"))

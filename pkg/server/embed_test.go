@@ -17,6 +17,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/playhouse-k8s/playhouse/internal/testcert"
+	"github.com/playhouse-k8s/playhouse/internal/testutil"
 	"github.com/playhouse-k8s/playhouse/pkg/apps/echo"
 	"github.com/playhouse-k8s/playhouse/pkg/apps/relay"
 	"github.com/playhouse-k8s/playhouse/pkg/client"
@@ -89,14 +90,7 @@ func TestEmbeddedWithoutEngineListeners(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bundle, err := testcert.Write(t.TempDir(), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serverTLS, err := bundle.ServerConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bundle, serverTLS := testutil.ServerTLS(t)
 	mux := http.NewServeMux()
 	mux.Handle("/ws", ws)
 	mux.Handle("/admin/", http.StripPrefix("/admin", srv.AdminHandler()))

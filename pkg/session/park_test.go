@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/playhouse-k8s/playhouse/internal/testcert"
+	"github.com/playhouse-k8s/playhouse/internal/testutil"
 	"github.com/playhouse-k8s/playhouse/pkg/protocol"
 	"github.com/playhouse-k8s/playhouse/pkg/transport"
 )
@@ -244,14 +244,7 @@ func (c *splitConn) Write(b []byte) (int, error) {
 // A TLS session parks with part of a TLS record read (inside crypto/tls)
 // and goes on when the rest arrives.
 func TestParkedTLSReaderKeepsPartialRecord(t *testing.T) {
-	certs, err := testcert.Write(t.TempDir(), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	scfg, err := certs.ServerConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
+	certs, scfg := testutil.ServerTLS(t)
 	th := &testHandler{release: make(chan struct{}), entered: make(chan uint64, 1)}
 	th.h = &harness{t: t, gone: make(chan disconnect, 16), byID: map[uint64]CloseReason{}}
 	opts := parkOptions()

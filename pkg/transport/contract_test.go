@@ -14,7 +14,6 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/playhouse-k8s/playhouse/internal/testcert"
 	"github.com/playhouse-k8s/playhouse/internal/testutil"
 	"github.com/playhouse-k8s/playhouse/pkg/protocol"
 )
@@ -22,14 +21,7 @@ import (
 // tlsPair returns both ends of a real loopback TLS connection.
 func tlsPair(t *testing.T) (server, client *tls.Conn) {
 	t.Helper()
-	b, err := testcert.Write(t.TempDir(), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	scfg, err := b.ServerConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, scfg := testutil.ServerTLS(t)
 	s, c := tcpPair(t)
 	server, client = tls.Server(s, scfg), tls.Client(c, b.ClientConfig())
 	errc := make(chan error, 1)
