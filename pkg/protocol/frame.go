@@ -26,6 +26,10 @@ var (
 	ErrMalformedHeader = errors.New("malformed header")
 	// ErrBadCompression: an LZ4 payload is invalid, too large, or not of its stated size.
 	ErrBadCompression = errors.New("bad compressed payload")
+	// ErrWouldBlock is returned by a non-blocking source that has no bytes
+	// now. FrameReader.Next returns it as it is (compare with ==), keeps what
+	// it has buffered, and can be called again once input may be there.
+	ErrWouldBlock = errors.New("no input ready")
 )
 
 // initialReadBuffer is the size of the buffer a FrameReader borrows while
@@ -79,6 +83,11 @@ func (fr *FrameReader) Init(r io.Reader, maxPacketSize int) {
 	fr.buf = fr.wait[:]
 }
 
+// SetReader makes later reads come from r. Bytes already buffered stay:
+// r must go on with the same stream (for example the socket under a
+// connection that has nothing of its own buffered).
+func (fr *FrameReader) SetReader(r io.Reader) { fr.r = r }
+
 // SetBufferPool makes the reader borrow its 4 KiB buffers from p (shared by
 // many readers) instead of allocating them. Call it before the first Next. A
 // nil p allocates.
@@ -88,8 +97,8 @@ func (fr *FrameReader) SetBufferPool(p *BufferPool) { fr.pool = p }
 // call. At a clean end of stream between frames it returns io.EOF; a stream that
 // ends inside a frame returns io.ErrUnexpectedEOF; an invalid length returns an
 // error wrapping ErrFrameTooLarge or ErrMalformedFrame. Errors are sticky,
-// except a read deadline's (os.ErrDeadlineExceeded): Next can be called
-// again and goes on with the frame it was reading.
+// except a read deadline's (os.ErrDeadlineExceeded) and ErrWouldBlock: Next
+// can be called again and goes on with the frame it was reading.
 func (fr *FrameReader) Next() ([]byte, error) {
 	if fr.err != nil {
 		return nil, fr.err
@@ -172,12 +181,12 @@ func (fr *FrameReader) FrameBuffered() bool {
 	return err != nil || fr.end-fr.start >= LengthSize+n
 }
 
-// fail records a read error as sticky, except a deadline: as with a
-// net.Conn, a read that timed out can be tried again once the deadline is
+// fail records a read error as sticky, except a deadline or ErrWouldBlock:
+// as with a net.Conn, a read that timed out can be tried again once the deadline is
 // moved, and goes on where it stopped (a partial frame stays buffered). With
 // nothing buffered, the borrowed buffer goes back before the caller waits.
 func (fr *FrameReader) fail(err error, midFrame bool) error {
-	if errors.Is(err, os.ErrDeadlineExceeded) {
+	if err == ErrWouldBlock || errors.Is(err, os.ErrDeadlineExceeded) {
 		if fr.start == fr.end {
 			fr.idle()
 		}

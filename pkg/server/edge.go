@@ -182,6 +182,7 @@ func (s *Server) serveStreamConn(kind transport.Kind) func(*edgeConn, net.Conn) 
 			Budget:              s.budget,
 			DisableDirectWrites: s.opts.DisableDirectWrites,
 			DisableParking:      s.opts.DisableParking,
+			DisableSocketReads:  s.opts.DisableSocketReads,
 		}
 		if c == net.Conn(ec) {
 			opts.Reader = ec.Conn // edgeConn does not change reads

@@ -84,6 +84,17 @@ type Options struct {
 	// type whose Read reads the inner connection while it still holds
 	// unread bytes. (IdlePark < 0 turns parking off for the whole manager.)
 	DisableParking bool
+	// DisableSocketReads makes a TCP session read its frames through the
+	// connection's Read. By default, on Linux, when a session's frames come
+	// straight from its TCP socket (plain TCP, also behind a PROXY-protocol
+	// header; never TLS), the session's reader reads the socket itself
+	// (transport.FramePump) and a session that may park waits for input
+	// without the read that would find nothing: one system call less per
+	// request that arrives alone. A connection reset that arrives together
+	// with the last request is then seen within IdlePark, not at once, and
+	// a Close during a handler call shuts the socket down at once and closes
+	// it when the call returns.
+	DisableSocketReads bool
 }
 
 // Listener is one TCP listener of the server.

@@ -63,6 +63,8 @@ func (th *testHandler) OnPacket(s *Session, p *Packet) {
 	case "SlowRequest":
 		th.entered <- s.ID()
 		<-th.release
+	case "QuietRequest": // never answered
+		return
 	case "FloodRequest":
 		big := make([]byte, 16<<10)
 		for i := 0; i < 20000; i++ {

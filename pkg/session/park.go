@@ -40,6 +40,7 @@ func (s *Session) watchIdle() {
 	s.lmu.Lock()
 	s.idleTimer = time.AfterFunc(s.m.opts.IdlePark, s.idleCheck)
 	s.lmu.Unlock()
+	s.idleWatched = true
 }
 
 // stopIdle stops the idle timer for good.

@@ -312,3 +312,35 @@ func TestParkedTLSReaderKeepsPartialRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A client that resets its connection right after its last request (the
+// request and the reset reach the server together) is seen gone: at once
+// by a session that never parks, within IdlePark by one that may (whose
+// reader may wait without reading a socket it knows to be empty, see
+// transport.FramePump), never later.
+func TestResetAfterLastRequestEndsSession(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		serve func(*Manager, transport.Conn, *Admission)
+	}{{"serve", (*Manager).Serve}, {"go", (*Manager).Go}} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, _ := startHarness(t, parkOptions(), tc.serve)
+			for i := range 10 {
+				rc := h.dial()
+				s := h.auth(rc, "reset")
+				rc.send("EchoRequest", 1, 0, []byte("first"))
+				if r := rc.read(); r.MsgSeq != 1 {
+					t.Fatalf("reply %+v", r)
+				}
+				if err := rc.c.(*net.TCPConn).SetLinger(0); err != nil {
+					t.Fatal(err)
+				}
+				rc.send("QuietRequest", 2, 0, []byte("last")) // no answer finds the reset
+				rc.c.Close()
+				if r := h.waitReason(s.ID()); r == ReasonNone {
+					t.Fatalf("round %d: session %d ended without a reason", i, s.ID())
+				}
+			}
+		})
+	}
+}

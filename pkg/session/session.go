@@ -59,8 +59,12 @@ type Session struct {
 	rateViolations int
 	lastNames      names // the names of the last packet read
 	pkt            Packet
-	readDeadline   bool             // a read deadline is set on the conn (readLoop's own state)
-	keepDeadline   bool             // the next read keeps idleDeadline (the read was parked)
+	readDeadline   bool      // a read deadline is set on the conn (readLoop's own state)
+	keepDeadline   bool      // the next read keeps idleDeadline (the read was parked)
+	held           bool      // replies are held while buffered frames are read (see frame)
+	stop           readState // how the read loop ends when frame says stop
+	fb             transport.FrameBufferer
+	idleWatched    bool             // the idle timer cuts reads without input (see watchIdle)
 	outbox         transport.Outbox // out points here: one allocation with the session
 
 	holdTimer    *time.Timer // ends a hold of replies (see hold)
@@ -119,6 +123,7 @@ func (m *Manager) newSession(c transport.Conn) *Session {
 		readDeadline: true,
 	}
 	s.lastActive.Store(s.connectedAt.UnixNano())
+	s.fb, _ = c.(transport.FrameBufferer)
 	s.outbox.Init(m.opts.MaxPendingOutboundBytes)
 	s.out = &s.outbox
 	s.out.SetWriteObserver((*writeCounter)(s))
@@ -668,88 +673,141 @@ const (
 )
 
 // readLoop reads and dispatches frames until the connection fails, the
-// session reaches its close point, or the reader parks.
+// session reaches its close point, or the reader parks. Frames are handed to
+// frame by the connection's own loop when it has one (transport.FramePump:
+// a plain TCP socket is then read without the read(2) that finds nothing),
+// else by readFrames.
 func (s *Session) readLoop() readState {
+	pump, _ := s.conn.(transport.FramePump)
+	defer func() {
+		if s.held {
+			s.flushHeld()
+			s.held = false
+		}
+	}()
+	for {
+		if s.isClosing() {
+			return readClosing
+		}
+		if !s.setDeadline() {
+			return readFailed
+		}
+		var err error
+		if pump != nil {
+			err = pump.PumpFrames((*frameSink)(s), s.idleWatched)
+		} else {
+			err = s.readFrames()
+		}
+		if err == nil {
+			return s.stop // frame said stop
+		}
+		if s.parkCut(err) {
+			// Cut short by the idle timer, not by the idle deadline
+			// (heartbeating sessions check theirs here).
+			deadline := s.idleDeadline
+			s.readDeadline = true
+			if !s.heartbeating.Load() || time.Now().Before(deadline) {
+				if s.held {
+					s.flushHeld()
+					s.held = false
+				}
+				if s.park() {
+					return readParked
+				}
+				continue
+			}
+		}
+		s.readFailed(err)
+		return readFailed
+	}
+}
+
+// setDeadline sets the read deadline for the next read (reader goroutine).
+// The idle deadline applies to sessions that have shown they heartbeat; the
+// others are watched by watchLiveness. A parked read keeps the deadline it
+// had. It reports false, having closed the session, when the deadline
+// cannot be set.
+func (s *Session) setDeadline() bool {
+	var deadline time.Time
+	if s.heartbeating.Load() {
+		if !s.keepDeadline {
+			s.idleDeadline = time.Now().Add(s.m.opts.HeartbeatTimeout)
+		}
+		deadline = s.idleDeadline
+	}
+	s.keepDeadline = false
+	// No deadline before and none now: nothing to change (the common case
+	// of a client that does not heartbeat).
+	if deadline.IsZero() && !s.readDeadline {
+		return true
+	}
+	if err := s.conn.SetReadDeadline(deadline); err != nil {
+		s.Close(ReadError)
+		return false
+	}
+	s.readDeadline = !deadline.IsZero()
+	return true
+}
+
+// readFrames hands frames read with ReadFrame to frame until it says stop
+// (nil) or a read fails (its error).
+func (s *Session) readFrames() error {
+	for {
+		body, err := s.conn.ReadFrame()
+		if err != nil {
+			return err
+		}
+		if !s.frame(body) {
+			return nil
+		}
+	}
+}
+
+// frameSink is the session as the transport's frame handler (reader
+// goroutine): a conversion, not an object of its own.
+type frameSink Session
+
+// Frame implements transport.FrameHandler.
+func (f *frameSink) Frame(body []byte) bool { return (*Session)(f).frame(body) }
+
+// frame handles one frame read (reader goroutine) and reports whether to go
+// on reading; when not, s.stop says how the loop ends.
+func (s *Session) frame(body []byte) bool {
+	now := time.Now()
+	s.countIn(len(body), now)
+	// A Close from another goroutine may have come while reading: such a
+	// packet never reaches the application.
+	if s.isClosing() {
+		s.answerClosed(body)
+		s.stop = readClosing
+		return false
+	}
 	// While more frames are buffered, replies are held, so the replies to
 	// frames that arrived together leave in one write (as a plain server
 	// answers one read with one write); the last frame's dispatch flushes,
 	// or a timer after Options.ReplyHold (a slow handler in the batch).
-	fb, _ := s.conn.(transport.FrameBufferer)
-	held := false
-	defer func() {
-		if held {
-			s.flushHeld()
-		}
-	}()
-	for {
-		// The idle deadline applies to sessions that have shown they
-		// heartbeat; the others are watched by watchLiveness. A parked
-		// read keeps the deadline it had.
-		var deadline time.Time
-		if s.heartbeating.Load() {
-			if !s.keepDeadline {
-				s.idleDeadline = time.Now().Add(s.m.opts.HeartbeatTimeout)
-			}
-			deadline = s.idleDeadline
-		}
-		s.keepDeadline = false
-		if s.isClosing() {
-			return readClosing
-		}
-		// No deadline before and none now: nothing to change (the common
-		// case of a client that does not heartbeat).
-		if !deadline.IsZero() || s.readDeadline {
-			if err := s.conn.SetReadDeadline(deadline); err != nil {
-				s.Close(ReadError)
-				return readFailed
-			}
-			s.readDeadline = !deadline.IsZero()
-		}
-		body, err := s.conn.ReadFrame()
-		if err != nil {
-			if s.parkCut(err) {
-				// Cut short by the idle timer, not by the idle deadline
-				// (heartbeating sessions check theirs here).
-				s.readDeadline = true
-				if deadline.IsZero() || time.Now().Before(deadline) {
-					if held {
-						s.flushHeld()
-						held = false
-					}
-					if s.park() {
-						return readParked
-					}
-					continue
-				}
-			}
-			s.readFailed(err)
-			return readFailed
-		}
-		now := time.Now()
-		s.countIn(len(body), now)
-		// A Close from another goroutine may have come while reading: such a
-		// packet never reaches the application.
-		if s.isClosing() {
-			s.answerClosed(body)
-			return readClosing
-		}
-		more := fb != nil && fb.FrameBuffered()
-		if more && !held {
-			s.hold()
-			held = true
-		}
-		ok := s.dispatch(body, now)
-		if held && !more {
-			s.flushHeld()
-			held = false
-		}
-		// The packet's payload points into the read buffer: drop it, so an
-		// idle session does not keep a large frame's buffer alive.
-		s.pkt.Payload = nil
-		if !ok || s.isClosing() {
-			return readClosing
-		}
+	more := s.fb != nil && s.fb.FrameBuffered()
+	if more && !s.held {
+		s.hold()
+		s.held = true
 	}
+	ok := s.dispatch(body, now)
+	if s.held && !more {
+		s.flushHeld()
+		s.held = false
+	}
+	// The packet's payload points into the read buffer: drop it, so an
+	// idle session does not keep a large frame's buffer alive.
+	s.pkt.Payload = nil
+	if !ok || s.isClosing() {
+		s.stop = readClosing
+		return false
+	}
+	if !s.setDeadline() {
+		s.stop = readFailed
+		return false
+	}
+	return true
 }
 
 // hold starts holding replies (reader goroutine), with the timer that ends

@@ -82,8 +82,10 @@ type streamConn struct {
 	// small frame read alone.
 	raw  syscall.RawConn      // the plain TCP socket for direct writes, or nil
 	rest []byte               // left by TryWriteFrames for FlushRest
+	sock sockReader           // the frame reader's source while pumping
 	fr   protocol.FrameReader // in the same allocation: one less object per read
 	net.Conn
+	p      pump // see pump.go
 	w      progressWriter
 	kind   Kind
 	noPark bool // StreamOptions.DisableParking
@@ -119,6 +121,13 @@ type StreamOptions struct {
 	// inner connection only when it has nothing buffered (as crypto/tls
 	// and bufio.Reader do), so set this for one that does otherwise.
 	DisableParking bool
+	// DisableSocketReads makes PumpFrames read through the connection's
+	// Read, as ReadFrame does. By default, on Linux, when the frames come
+	// straight from a TCP socket (the connection itself, or a
+	// PROXY-protocol connection from ProxyPolicy once its replayed bytes are
+	// read; never TLS), PumpFrames reads the socket itself and can skip the
+	// read that would find nothing (see FramePump).
+	DisableSocketReads bool
 }
 
 // sharedBuffers lends 4 KiB buffers to stream connections that name no pool
@@ -144,6 +153,7 @@ func NewStreamConnWith(c net.Conn, kind Kind, opts StreamOptions) Conn {
 		r = opts.Reader
 	}
 	sc.fr.Init(r, opts.MaxPacketSize)
+	sc.p.init(r, opts.DisableSocketReads)
 	sc.fr.SetBudget(opts.Budget)
 	sc.fr.SetBufferPool(opts.ReadBuffers)
 	if !opts.DisableDirectWrites {
@@ -163,9 +173,23 @@ func (c *streamConn) WriteFrames(b []byte) error {
 
 func (c *streamConn) SetWriteDeadline(t time.Time) error { return c.w.SetWriteDeadline(t) }
 
-// Close closes the connection and gives back the read buffer's budget.
+// Close closes the connection and gives back the read buffer's budget. While
+// frames are pumped from the socket, the socket is shut down at once (the
+// peer sees the end of the stream, blocked reads and writes fail) and closed
+// on a goroutine of its own, which finishes once the pump returns: closing
+// waits for the pump's reference on the socket, and the pump may be the
+// caller, or running a handler that does not return. A second Close does
+// nothing.
 func (c *streamConn) Close() error {
 	c.fr.Release()
+	switch c.p.state.Swap(pumpClosed) {
+	case pumpRunning:
+		shutdownSocket(c.p.raw)
+		go c.Conn.Close()
+		return nil
+	case pumpClosed:
+		return nil
+	}
 	return c.Conn.Close()
 }
 
