@@ -4,8 +4,9 @@
 #
 #   hack/bench-compare.sh [OUTDIR] [SECTION...]
 #
-# SECTION is any of echo echo-paced connect broadcast idle idle-parked scaling
-# echo-client (default: all but echo-client and idle-parked).
+# SECTION is any of echo echo-paced echo-shared connect broadcast idle
+# idle-parked scaling echo-client (default: all but echo-client and
+# idle-parked).
 # Both servers are started once (`playhouse-bench --serve raw` and
 # `--serve playhouse --app relay`, which echoes requests and relays one-way
 # packets) pinned to CPU 0 with taskset; the load runs pinned to CPU 1. Each
@@ -18,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-/tmp/playhouse-bench-compare}
 shift || true
-SECTIONS=${*:-echo echo-paced connect broadcast idle scaling}
+SECTIONS=${*:-echo echo-paced echo-shared connect broadcast idle scaling}
 ROUNDS=${ROUNDS:-2}
 ECHO_SECONDS=${ECHO_SECONDS:-10s}
 mkdir -p "$OUT" bin
@@ -86,6 +87,21 @@ for section in $SECTIONS; do
 				done
 			done
 		done ;;
+	echo-shared) # the echo section with both servers loaded at once (each its own load, both
+		# loads on the load CPU): the two servers share CPU 0 at the same moments, so the
+		# host's drift (other tenants, frequency) hits both alike; the absolute figures are
+		# lower (the servers evict each other's cache), the ratio is steadier
+		for r in $(seq "$ROUNDS"); do
+			for tr in tcp ws; do
+				loads=""
+				for srv in raw playhouse; do
+					bench "echo-shared-$tr-$srv-$r" $srv $tr --light --sessions 1000 --inflight 1 --payload 64 \
+						--duration "$ECHO_SECONDS" --connect-rate 5000 --source-ips 4 &
+					loads="$loads $!"
+				done
+				wait $loads
+			done
+		done ;;
 	echo-client) # the same with pkg/client as the load (heavier per request on the load side)
 		for r in $(seq "$ROUNDS"); do
 			for tr in tcp ws; do
@@ -146,7 +162,7 @@ done
 # Echo sections: engine / baseline echoes per server CPU-second, round by
 # round (each round ran the two back to back), and the median over the rounds.
 for section in $SECTIONS; do
-	case $section in echo | echo-paced | echo-client) ;; *) continue ;; esac
+	case $section in echo | echo-paced | echo-shared | echo-client) ;; *) continue ;; esac
 	for tr in tcp ws; do
 		ratios=""
 		for r in $(seq "$ROUNDS"); do
