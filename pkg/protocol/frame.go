@@ -83,10 +83,21 @@ func (fr *FrameReader) Init(r io.Reader, maxPacketSize int) {
 	fr.buf = fr.wait[:]
 }
 
-// SetReader makes later reads come from r. Bytes already buffered stay:
-// r must go on with the same stream (for example the socket under a
-// connection that has nothing of its own buffered).
-func (fr *FrameReader) SetReader(r io.Reader) { fr.r = r }
+// SetReader makes later reads come from r and returns the reader it
+// replaces. Bytes already buffered stay: r must go on with the same stream
+// (for example the socket under a connection that has nothing of its own
+// buffered).
+func (fr *FrameReader) SetReader(r io.Reader) (previous io.Reader) {
+	previous, fr.r = fr.r, r
+	return previous
+}
+
+// Reader returns the reader the frames are read from.
+func (fr *FrameReader) Reader() io.Reader { return fr.r }
+
+// Err returns the error that ended the stream (sticky: every later Next
+// returns it), or nil.
+func (fr *FrameReader) Err() error { return fr.err }
 
 // SetBufferPool makes the reader borrow its 4 KiB buffers from p (shared by
 // many readers) instead of allocating them. Call it before the first Next. A

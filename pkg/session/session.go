@@ -676,9 +676,8 @@ const (
 // session reaches its close point, or the reader parks. Frames are handed to
 // frame by the connection's own loop when it has one (transport.FramePump:
 // a plain TCP socket is then read without the read(2) that finds nothing),
-// else by readFrames.
+// else by ReadFrame in a loop.
 func (s *Session) readLoop() readState {
-	pump, _ := s.conn.(transport.FramePump)
 	defer func() {
 		if s.held {
 			s.flushHeld()
@@ -692,12 +691,7 @@ func (s *Session) readLoop() readState {
 		if !s.setDeadline() {
 			return readFailed
 		}
-		var err error
-		if pump != nil {
-			err = pump.PumpFrames((*frameSink)(s), s.idleWatched)
-		} else {
-			err = s.readFrames()
-		}
+		err := transport.PumpFrames(s.conn, (*frameSink)(s), s.idleWatched)
 		if err == nil {
 			return s.stop // frame said stop
 		}
@@ -747,20 +741,6 @@ func (s *Session) setDeadline() bool {
 	}
 	s.readDeadline = !deadline.IsZero()
 	return true
-}
-
-// readFrames hands frames read with ReadFrame to frame until it says stop
-// (nil) or a read fails (its error).
-func (s *Session) readFrames() error {
-	for {
-		body, err := s.conn.ReadFrame()
-		if err != nil {
-			return err
-		}
-		if !s.frame(body) {
-			return nil
-		}
-	}
 }
 
 // frameSink is the session as the transport's frame handler (reader

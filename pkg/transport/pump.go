@@ -78,26 +78,22 @@ const (
 
 // pump is a stream connection's state for reading the socket directly.
 type pump struct {
-	state   atomic.Int32
-	raw     syscall.RawConn // the socket under src, or nil: never pump
-	proxied *proxiedConn    // src's PROXY-protocol layer, if any
-	src     io.Reader       // the frame reader's own source, restored after a pump
-	h       FrameHandler
-	err     error
-	step    func(fd uintptr) bool // pumpStep, bound on first use
+	state atomic.Int32
+	raw   syscall.RawConn // the socket under the frame reader's source, or nil: never pump
+	h     FrameHandler
+	step  func(fd uintptr) bool // pumpStep, bound on first use
 }
 
-// init finds the socket a pump reads: the frame reader's source itself,
+// init finds the socket a pump reads: the frame reader's source src itself,
 // or the socket under a PROXY-protocol connection (pumped once its replayed
 // bytes are read). Other wrappers, and TLS, are read through their Read.
 func (p *pump) init(src io.Reader, disabled bool) {
-	p.src = src
 	if disabled || !canPump {
 		return
 	}
 	r := src
 	if pc, ok := r.(*proxiedConn); ok {
-		p.proxied, r = pc, pc.Conn
+		r = pc.Conn
 	}
 	tcp, ok := r.(*net.TCPConn)
 	if !ok {
@@ -113,32 +109,49 @@ func (p *pump) init(src io.Reader, disabled bool) {
 // PumpFrames implements FramePump.
 func (c *streamConn) PumpFrames(h FrameHandler, idleWatched bool) error {
 	raw := c.p.raw
-	if raw == nil || (c.p.proxied != nil && len(c.p.proxied.rest) > 0) {
-		return c.readEach(h)
+	if raw == nil {
+		return readEach(c, h)
+	}
+	if pc, ok := c.fr.Reader().(*proxiedConn); ok && len(pc.rest) > 0 {
+		return readEach(c, h) // replayed bytes first
 	}
 	if !c.p.state.CompareAndSwap(pumpIdle, pumpRunning) {
-		return c.readEach(h) // closed: the read fails as a ReadFrame would
+		return readEach(c, h) // closed: the read fails as a ReadFrame would
 	}
 	if c.p.step == nil {
 		c.p.step = c.pumpStep
 	}
-	c.p.h, c.p.err = h, nil
+	c.p.h = h
 	c.sock.start(idleWatched)
-	c.fr.SetReader(&c.sock)
+	src := c.fr.SetReader(&c.sock)
 	err := raw.Read(c.p.step)
-	c.fr.SetReader(c.p.src)
+	c.fr.SetReader(src)
 	c.p.h = nil
 	c.p.state.CompareAndSwap(pumpRunning, pumpIdle)
 	if err == nil {
-		err, c.p.err = c.p.err, nil
+		// pumpStep stopped on the frame reader's error (sticky), or the
+		// handler said stop.
+		if ferr := c.fr.Err(); ferr != nil {
+			err = c.readError(ferr)
+		}
 	}
 	return err
 }
 
-// readEach is PumpFrames over ReadFrame (TLS, wrappers, pumping off).
-func (c *streamConn) readEach(h FrameHandler) error {
+// PumpFrames runs c's reader loop: its own when c is a FramePump, else
+// ReadFrame in a loop with the same contract (see FramePump).
+func PumpFrames(c Conn, h FrameHandler, idleWatched bool) error {
+	if p, ok := c.(FramePump); ok {
+		return p.PumpFrames(h, idleWatched)
+	}
+	return readEach(c, h)
+}
+
+// readEach hands the frames ReadFrame returns to h until h says stop (nil)
+// or a read fails (its error).
+func readEach(c Conn, h FrameHandler) error {
 	for {
-		body, err := c.fr.Next()
+		body, err := c.ReadFrame()
 		if err != nil {
 			return err
 		}
@@ -151,15 +164,14 @@ func (c *streamConn) readEach(h FrameHandler) error {
 // pumpStep is the function the socket's RawConn.Read calls: it hands every
 // whole frame to the handler and returns false to wait for input.
 func (c *streamConn) pumpStep(fd uintptr) bool {
-	c.sock.fd = int(fd)
+	c.sock.fd = int32(fd)
 	for {
 		body, err := c.fr.Next()
 		if err == protocol.ErrWouldBlock {
 			return false
 		}
 		if err != nil {
-			c.p.err = c.readError(err)
-			return true
+			return true // PumpFrames takes the error from the frame reader
 		}
 		if !c.p.h.Frame(body) {
 			return true

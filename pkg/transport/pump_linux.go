@@ -21,11 +21,11 @@ const canPump = true
 // poller, which reports any input that came in since. An end of stream
 // counts as bytes held (TCP_INQ reports it), so it is never waited past.
 type sockReader struct {
-	fd      int
-	mayWait bool // PumpFrames' idleWatched
-	inq     int8 // TCP_INQ: 0 not tried yet, 1 on, -1 unavailable
-	skip    bool // the last read left nothing in the socket
-	calls   int  // system calls made to read (tests count them)
+	fd      int32
+	calls   uint32 // system calls made to read (tests count them)
+	mayWait bool   // PumpFrames' idleWatched
+	inq     int8   // TCP_INQ: 0 not tried yet, 1 on, -1 unavailable
+	skip    bool   // the last read left nothing in the socket
 }
 
 // start readies the reader for a pump on fd (the pump's first read always
@@ -45,7 +45,7 @@ func (r *sockReader) Read(p []byte) (int, error) {
 	}
 	if r.mayWait && r.inq == 0 {
 		r.inq = -1
-		if unix.SetsockoptInt(r.fd, unix.SOL_TCP, unix.TCP_INQ, 1) == nil {
+		if unix.SetsockoptInt(int(r.fd), unix.SOL_TCP, unix.TCP_INQ, 1) == nil {
 			r.inq = 1
 		}
 	}
@@ -90,7 +90,7 @@ func inqLeft(oob *[unix.SizeofCmsghdr + 8]byte) int {
 func (r *sockReader) read(p []byte) (int, error) {
 	for {
 		r.calls++
-		n, err := syscall.Read(r.fd, p)
+		n, err := syscall.Read(int(r.fd), p)
 		switch {
 		case err == syscall.EINTR:
 			continue

@@ -60,7 +60,7 @@ func pingPong(t *testing.T, idleWatched bool, n int) int {
 	if err := <-done; !errors.Is(err, io.EOF) {
 		t.Fatalf("pump ended with %v, want EOF", err)
 	}
-	return c.(*streamConn).sock.calls
+	return int(c.(*streamConn).sock.calls)
 }
 
 // A pump answers every request of a ping-pong client. Watched for idle

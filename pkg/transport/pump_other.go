@@ -12,7 +12,7 @@ import (
 const canPump = false
 
 // sockReader is never used where sockets are not read directly.
-type sockReader struct{ fd int }
+type sockReader struct{ fd int32 }
 
 func (r *sockReader) start(bool) {}
 
