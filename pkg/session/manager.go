@@ -293,6 +293,7 @@ func (m *Manager) serve(c transport.Conn, adm *Admission, mayPark bool) {
 	s := m.newSession(c)
 	s.adm = adm
 	s.canPark = mayPark && m.poller != nil
+	s.detached = mayPark
 	s.ks.accepted.Add(1)
 	s.run()
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -340,6 +341,66 @@ func TestResetAfterLastRequestEndsSession(t *testing.T) {
 				if r := h.waitReason(s.ID()); r == ReasonNone {
 					t.Fatalf("round %d: session %d ended without a reason", i, s.ID())
 				}
+			}
+		})
+	}
+}
+
+// goroutineID is the calling goroutine's number (from its stack header).
+func goroutineID() string {
+	var b [64]byte
+	f := strings.Fields(string(b[:runtime.Stack(b[:], false)]))
+	if len(f) < 2 {
+		return ""
+	}
+	return f[1]
+}
+
+// A session started with Manager.Go reads on a fresh goroutine once it has
+// authenticated, so that its stack has not grown with the connection's
+// set-up and the authentication (an idle session then holds the smallest
+// stack); Manager.Serve blocks for the session's life, so its goroutine
+// reads on. Either way the packets reach the handler one at a time, in
+// order.
+func TestReaderMovesAfterAuthentication(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		serve func(*Manager, transport.Conn, *Admission)
+		moves bool
+	}{{"go", (*Manager).Go, true}, {"serve", (*Manager).Serve, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var authG string
+			var packetG []string
+			h, _ := startHarness(t, Options{IdlePark: -1, Handler: HandlerFuncs{
+				Auth: func(_ *Session, p *Packet) AuthResult {
+					mu.Lock()
+					authG = goroutineID()
+					mu.Unlock()
+					return AuthResult{AccountID: string(p.Payload)}
+				},
+				Packet: func(s *Session, p *Packet) {
+					mu.Lock()
+					packetG = append(packetG, goroutineID())
+					mu.Unlock()
+					_ = s.Reply(p, protocol.Success, p.Payload)
+				},
+			}}, tc.serve)
+			rc := h.dial()
+			h.auth(rc, "mover")
+			for seq := uint16(2); seq < 5; seq++ {
+				rc.send("EchoRequest", seq, 0, nil)
+				if r := rc.read(); r.MsgSeq != seq {
+					t.Fatalf("reply %+v, want seq %d", r, seq)
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if authG == "" || len(packetG) != 3 || packetG[0] != packetG[1] || packetG[1] != packetG[2] {
+				t.Fatalf("authenticated on goroutine %q, packets on %q", authG, packetG)
+			}
+			if moved := packetG[0] != authG; moved != tc.moves {
+				t.Fatalf("authenticated on goroutine %s, packets on %s: moved %v, want %v", authG, packetG[0], moved, tc.moves)
 			}
 		})
 	}

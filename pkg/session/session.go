@@ -98,6 +98,8 @@ type Session struct {
 	adm          *Admission    // released when the session ends
 	writerDone   chan struct{} // closed once the writer has half-closed or failed
 	canPark      bool          // started by Manager.Go on a connection that can park
+	detached     bool          // started by Manager.Go: the reader may go on on another goroutine
+	hop          bool          // reader: go on on a fresh goroutine after this frame (see frame)
 	idleTimer    *time.Timer   // asks an idle reader to park; wakes a parked one at its idle deadline
 	parking      *transport.Parking
 	parkReq      atomic.Bool // the idle timer has cut the read short so the reader parks
@@ -431,7 +433,11 @@ func (s *Session) run() {
 // so the garbage collector can shrink an idle session's stack.
 func (s *Session) read() {
 	state := s.readLoop()
-	if state == readParked {
+	switch state {
+	case readParked:
+		return
+	case readHop:
+		go s.read()
 		return
 	}
 	s.teardown(state == readClosing)
@@ -670,6 +676,7 @@ const (
 	readClosing readState = iota // at the close point, input still parses: linger reads on
 	readFailed                   // the input failed or no longer parses
 	readParked                   // the reader parked: another goroutine goes on
+	readHop                      // the reader goes on on a fresh goroutine (see frame)
 )
 
 // readLoop reads and dispatches frames until the connection fails, the
@@ -781,6 +788,16 @@ func (s *Session) frame(body []byte) bool {
 	s.pkt.Payload = nil
 	if !ok || s.isClosing() {
 		s.stop = readClosing
+		return false
+	}
+	if s.hop {
+		// Authenticated: go on reading on a fresh goroutine, whose stack
+		// has not grown with the connection's set-up and authentication
+		// (a goroutine's stack hardly ever shrinks back to its first
+		// size), so that a session idle after its authentication holds
+		// the smallest stack until it parks.
+		s.hop = false
+		s.stop = readHop
 		return false
 	}
 	if !s.setDeadline() {
@@ -1062,6 +1079,7 @@ func (s *Session) authenticate(p *Packet) bool {
 	}
 	s.authTimer.Stop()
 	s.conn.SetReadLimit(m.opts.MaxPacketSize)
+	s.hop = s.detached
 	if old != nil {
 		m.opts.Logger.Info("session superseded", "account", res.AccountID, "old", old.id, "new", s.id)
 		old.kick(Superseded.String(), Superseded)
