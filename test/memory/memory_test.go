@@ -39,10 +39,13 @@ const idleSessions = 2000
 // engine work 18.0-18.6 KiB (two goroutines per session, the reader's stack
 // pinned at 8 KiB, the frame reader's 4 KiB buffer, a name map per session);
 // after it 7.2 KiB, 11.1 KiB under -race (the race detector's shadow memory
-// and larger stacks: raceOverhead). The issue 9 target is 8 KiB; the bound
-// leaves a margin for a busy machine yet fails on one more goroutine or
-// buffer held per session (TestIdleMeasurementSeesRegression checks that).
-const maxIdleTCPBytes = 10<<10 + raceOverhead
+// and larger stacks: raceOverhead); since the reader goes on on a fresh
+// goroutine after the login (issue 9, fifth pass), 5.7 KiB, 6.3-7.0 KiB
+// under -race. The bound is the issue 9 target, 8 KiB: a margin for a busy
+// machine, and it still fails on 8 KiB more held per session under -race
+// (TestIdleMeasurementSeesRegression checks that; at 10 KiB it no longer
+// did once the sessions had become smaller).
+const maxIdleTCPBytes = 8<<10 + raceOverhead
 
 // maxAfterBurstTCPBytes is the same bound for a session that has passed 20
 // pipelined echo requests of 1 KiB (every reply read back) before the
