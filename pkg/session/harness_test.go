@@ -142,6 +142,20 @@ func startHarness(t *testing.T, opts Options, serve func(*Manager, transport.Con
 	return h, th
 }
 
+// closeAll closes every session with ServerShutdown and checks that each
+// of clients sees its connection closed.
+func (h *harness) closeAll(clients []*rawClient) {
+	h.t.Helper()
+	ctx, cancel := contextWithTimeout()
+	defer cancel()
+	if err := h.mgr.CloseAll(ctx, ServerShutdown); err != nil {
+		h.t.Fatal(err)
+	}
+	for _, rc := range clients {
+		rc.expectClosed()
+	}
+}
+
 // waitReason waits for the session with the given id to end and returns its reason.
 func (h *harness) waitReason(id uint64) CloseReason {
 	h.t.Helper()

@@ -179,14 +179,7 @@ func TestCloseAllWakesParked(t *testing.T) {
 		h.auth(rc, string(rune('x'+i)))
 	}
 	waitParked(t, h.mgr, len(clients))
-	ctx, cancel := contextWithTimeout()
-	defer cancel()
-	if err := h.mgr.CloseAll(ctx, ServerShutdown); err != nil {
-		t.Fatal(err)
-	}
-	for _, rc := range clients {
-		rc.expectClosed()
-	}
+	h.closeAll(clients)
 }
 
 // Sessions run by Serve, and sessions of a manager with parking disabled,

@@ -475,14 +475,7 @@ func TestRegistryAndCloseAll(t *testing.T) {
 	if n != 20 {
 		t.Fatalf("range visited %d", n)
 	}
-	ctx, cancel := contextWithTimeout()
-	defer cancel()
-	if err := h.mgr.CloseAll(ctx, ServerShutdown); err != nil {
-		t.Fatal(err)
-	}
-	for _, rc := range clients {
-		rc.expectClosed()
-	}
+	h.closeAll(clients)
 	if h.mgr.Count() != 0 || h.mgr.Stats().Closed[ServerShutdown] != 20 {
 		t.Fatalf("after CloseAll: count %d, stats %+v", h.mgr.Count(), h.mgr.Stats().Closed)
 	}
